@@ -1,0 +1,3 @@
+from seedlings.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Typed configuration: defaults → YAML file → command-line flags; the resolved copy is saved per run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from seedlings.errors import SeedlingsError, UsageError
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation for top-down plant photos: any angle, both flips, zoom, colour jitter."""
+
+    rotate: bool = True  # any angle, 0–360°
+    flip: bool = True  # horizontal and vertical
+    scale_min: float = 0.8  # zoom: < 1 shows more context, > 1 crops in
+    scale_max: float = 1.25
+    translate: float = 0.08  # fraction of the image size
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = ""
+    model: str = "resnet10t"
+    pretrained: bool = False
+    weights: str | None = None  # local safetensors file of the backbone
+    epochs: int = 40
+    image_size: int = 128
+    batch_size: int = 64  # global: split across torchrun processes
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 2.0
+    balance: str = "loss"  # loss (class-weighted loss) | sampler (weighted sampling) | none
+    ema: bool = True  # evaluate and ship an exponential moving average of the weights
+    ema_decay: float = 0.998
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: bool = True
+    val_fraction: float = 0.15
+    val_data: str | None = None  # a separate labelled folder for validation instead of a split
+    seed: int = 0
+    bad_images: str = "skip"
+    cache_dir: str | None = None
+    threads: int | None = None  # torch intra-op threads per process (default: cores / processes)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    CHOICES = {"balance": ("loss", "sampler", "none"), "precision": ("auto", "fp32", "bf16", "fp16"),
+               "bad_images": ("skip", "fail")}
+
+    def validate(self) -> TrainConfig:
+        if not self.data:
+            raise UsageError("--data is required: the folder with one sub-folder per species")
+        if not self.out:
+            raise UsageError("--out is required: the run folder to write")
+        for name, choices in self.CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
+                                 f"{', '.join(choices)}")
+        checks = [("epochs", self.epochs >= 1, "≥ 1"), ("batch_size", self.batch_size >= 1, "≥ 1"),
+                  ("image_size", 16 <= self.image_size <= 1024, "between 16 and 1024"),
+                  ("lr", self.lr > 0, "> 0"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
+        from seedlings.models import resolve_name
+
+        self.model = resolve_name(self.model).name
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
+        d = dict(d)
+        aug = d.pop("augment", None) or {}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        unknown_aug = set(aug) - {f.name for f in dataclasses.fields(AugmentConfig)}
+        if unknown or unknown_aug:
+            names = sorted(unknown) + [f"augment.{k}" for k in sorted(unknown_aug)]
+            raise SeedlingsError(f"{where}: unknown setting(s) {', '.join(names)}; "
+                                 f"valid: {', '.join(f.name for f in dataclasses.fields(cls))}")
+        try:
+            return cls(**d, augment=AugmentConfig(**aug))
+        except TypeError as exc:
+            raise SeedlingsError(f"{where}: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        from seedlings.fileio import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SeedlingsError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SeedlingsError(f"--config {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SeedlingsError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def resolve(config_file: str | None, overrides: dict) -> TrainConfig:
+    """Defaults, then the YAML file, then every flag the user actually gave."""
+    base = TrainConfig().to_dict()
+    if config_file:
+        file_values = load_yaml(config_file)
+        aug = {**base["augment"], **(file_values.pop("augment", None) or {})}
+        base.update(file_values)
+        base["augment"] = aug
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(base, where=config_file or "settings").validate()

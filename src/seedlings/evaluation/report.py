@@ -1,0 +1,97 @@
+"""evaluate(model, data) → report: the honest numbers for a model on a labelled folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from seedlings.errors import SeedlingsError
+from seedlings.evaluation.metrics import confusion_matrix, expected_calibration_error, report_from_confusion
+
+
+def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
+    """A run folder evaluated on its own data scores its validation split only, unless asked."""
+    split_file = model.dir / "split.json"
+    source_run = model.meta.get("source_run")
+    if not split_file.is_file() and source_run and (Path(source_run) / "split.json").is_file():
+        split_file = Path(source_run) / "split.json"  # an exported model knows the run it came from
+    trained_on = model.meta.get("training", {}).get("data")
+    same_data = trained_on and Path(trained_on).resolve() == Path(data.root).resolve()
+    if same_data and split_file.is_file() and not all_images:
+        from seedlings.data import Split
+
+        rows = data.subset(Split.load(split_file).val)
+        return rows, "validation split of the run"
+    if same_data and not all_images and not split_file.is_file():
+        note = "all images (WARNING: this model was trained on this folder; the numbers are optimistic)"
+        return np.arange(len(data.files)), note
+    return np.arange(len(data.files)), "all images" + (" (including training images)" if same_data else "")
+
+
+def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_images: str = "skip",
+             progress: bool = True) -> dict:
+    """Score ``model`` (an inference.Model) on a labelled folder; keys as in the GUIDE."""
+    from seedlings.data import prepare
+
+    data = prepare(data_dir, model.spec.image_size, model.spec.interpolation, bad_images=bad_images,
+                   progress=progress)
+    unknown = [c for c in data.classes if c not in model.classes]
+    if unknown:
+        raise SeedlingsError(f"--data {data_dir}: class folder(s) {', '.join(unknown)} are not species this model "
+                             f"knows ({', '.join(model.classes)})")
+    rows, scope = _rows_to_score(model, data, all_images)
+    remap = np.asarray([model.classes.index(c) for c in data.classes])
+    labels = remap[data.labels[rows]]
+    probs = _probabilities(model, data.images, rows, tta, progress)
+    pred = probs.argmax(axis=1)
+    report = report_from_confusion(confusion_matrix(labels, pred, len(model.classes)), model.classes)
+    report.update({"scope": scope, "data": str(data.root), "model": {"name": model.name, "version": model.version,
+                   "dir": str(model.dir), "backend": model.backend_name}, "tta": tta,
+                   "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
+                   "unknown_rate": float((probs.max(axis=1) < model.threshold).mean()) if len(labels) else 0.0,
+                   "skipped_images": data.bad})
+    report["_probs"], report["_labels"], report["_files"] = probs, labels, [data.files[r] for r in rows]
+    return report
+
+
+def _probabilities(model, images, rows, tta, progress) -> np.ndarray:
+    from seedlings.progress import bar
+
+    chunk = 64
+    out = []
+    with bar(len(rows), "Evaluating", enabled=progress) as advance:
+        for i in range(0, len(rows), chunk):
+            batch = np.asarray(images[rows[i:i + chunk]])
+            out.append(model.probabilities(batch, tta=tta))
+            advance(len(batch))
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
+
+
+def public(report: dict) -> dict:
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
+def print_report(report: dict) -> None:
+    from seedlings.tables import print_table
+
+    rows = [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
+            for c, m in report["per_class"].items()]
+    print_table(f"{report['model']['name']} on {report['data']} ({report['scope']}, n = {report['n']}"
+                f"{', TTA' if report['tta'] else ''})", ["species", "precision", "recall", "F1", "support"], rows)
+    print(f"accuracy {report['accuracy']:.4f}   micro-F1 {report['f1_micro']:.4f}   "
+          f"macro-F1 {report['f1_macro']:.4f}   ECE {report['ece']:.4f}   unknown {report['unknown_rate']:.2%}")
+    cm = np.asarray(report["confusion_matrix"])
+    pairs = [(cm[i, j], report["classes"][i], report["classes"][j]) for i in range(len(cm)) for j in range(len(cm))
+             if i != j and cm[i, j]]
+    for n, t, p in sorted(pairs, reverse=True)[:5]:
+        print(f"  {n} × {t} predicted as {p}")
+
+
+def write_plots(report: dict, out: Path) -> list[Path]:
+    from seedlings.evaluation.plots import plot_confusion, plot_reliability
+
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(report["confusion_matrix"], report["classes"], out / "confusion_matrix.png")
+    plot_reliability(report["_probs"], report["_labels"], out / "reliability.png")
+    return [out / "confusion_matrix.png", out / "reliability.png"]

@@ -1,0 +1,131 @@
+"""ONNX export: model.onnx (+ optional int8 model.int8.onnx) and model.json with sha256 of each file.
+
+Parity: the exported model must give the same probabilities as PyTorch on real images
+(max |Δprob| < 1e-4 for fp32), else the export fails and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seedlings.errors import SeedlingsError
+from seedlings.fileio import atomic_write, atomic_write_json, read_json, sha256_file
+from seedlings.inference import load_metadata
+from seedlings.models import create_model
+from seedlings.models.checkpoint import load_weights
+from seedlings.preprocess import PreprocessSpec, normalize
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+
+
+def load_run_model(run: Path, meta: dict):
+    model = create_model(meta["backbone"], len(meta["classes"]))
+    model.load_state_dict(load_weights(run / "weights.safetensors"))
+    return model.eval()
+
+
+def export_onnx(model, image_size: int, path: Path) -> None:
+    x = torch.zeros(1, 3, image_size, image_size)
+
+    def write(tmp: str) -> None:
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+                          dynamo=False)
+
+    atomic_write(path, write)
+
+
+def sample_images(run: Path, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
+    """Real validation images of the run from its prepared cache; synthetic noise when unavailable."""
+    size = meta["image_size"]
+    try:
+        from seedlings.data import Split, prepare
+
+        cfg = read_json(run / "model.json", "model.json")["training"]
+        data = prepare(cfg["data"], size, progress=False)
+        rows = data.subset(Split.load(run / "split.json").val)[:n]
+        if len(rows):
+            return np.asarray(data.images[rows]), f"{len(rows)} validation images of {cfg['data']}"
+    except (SeedlingsError, KeyError, OSError):
+        pass
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "16 random images (data not found)"
+
+
+def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> float:
+    import onnxruntime as ort
+
+    from seedlings.evaluation.metrics import softmax
+
+    x = normalize(images, spec)
+    with torch.no_grad():
+        ref = softmax(model(torch.from_numpy(x)).double().numpy())
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = softmax(sess.run(None, {"image": x})[0].astype(np.float64))
+    return float(np.abs(ref - got).max())
+
+
+def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=print) -> Path:
+    """Write an ONNX model folder from a finished run folder."""
+    run, out = Path(run), Path(out)
+    meta = load_metadata(run) if (run / "model.json").is_file() else None
+    if meta is None or not (run / "weights.safetensors").is_file():
+        raise SeedlingsError(f"{run}: not a finished run folder (needs model.json and weights.safetensors)")
+    if precision not in ("fp32", "int8"):
+        raise SeedlingsError(f"--precision {precision}: choose fp32 or int8")
+    spec = PreprocessSpec.from_dict(meta["preprocess"])
+    model = load_run_model(run, meta)
+    tmp = out.with_name(out.name + ".exporting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        export_onnx(model, spec.image_size, tmp / "model.onnx")
+        images, what = sample_images(run, meta)
+        delta = parity(model, tmp / "model.onnx", images, spec)
+        log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})")
+        if not delta < PARITY_TOLERANCE:
+            raise SeedlingsError(f"ONNX output differs from PyTorch by {delta:.2e} ≥ {PARITY_TOLERANCE:g}")
+        files = ["model.onnx"]
+        meta["export"] = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET}
+        if precision == "int8":
+            from seedlings.export.quantize import quantize_int8
+
+            meta["export"]["int8"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", images, spec,
+                                                   model, log)
+            files.append("model.int8.onnx")
+        meta["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
+        meta["source_run"] = str(run.resolve())
+        atomic_write_json(tmp / "model.json", meta)
+        if (run / "split.json").is_file():  # lets `evaluate` score only the validation images
+            shutil.copy2(run / "split.json", tmp / "split.json")
+        _replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    if out.exists():
+        if out.is_dir() and (not any(out.iterdir()) or (out / "model.json").exists()):
+            old = out.with_name(out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        raise SeedlingsError(f"--out {out}: exists and is not a model folder; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    export_run(sys.argv[1], sys.argv[2])

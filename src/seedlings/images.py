@@ -1,0 +1,133 @@
+"""Safe image opening: any format, mode, size or EXIF orientation in, an RGB image out.
+
+Pillow reads only the header on ``Image.open``; we check the pixel count there, before any
+decoding, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from seedlings.errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+)
+DEFAULT_MAX_PIXELS = 50_000_000  # ~7,000 × 7,000; far beyond any seedling photo
+MIN_SIDE = 8
+MAX_ASPECT = 20.0
+
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit, with a clear error, before decoding
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file whose extension Pillow can read."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Open a path, bytes, PIL image or uint8 array as an upright RGB image.
+
+    Raises ImageError with a ``code`` (empty, not_an_image, too_large, bad_dimensions,
+    truncated, unreadable) and a message that names the source.
+    """
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    label = name or (str(source) if isinstance(source, (str, Path)) else None)
+    data = _read_bytes(source, label)
+    if not data:
+        raise ImageError("the file is empty (0 bytes)", "empty", label)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, GIF)",
+                         "not_an_image", label) from exc
+    except Exception as exc:  # Pillow raises many types on malformed headers
+        raise ImageError(f"unreadable image header ({exc})", "unreadable", label) from exc
+    _check_dimensions(img.size, max_pixels, label)
+    try:
+        img.seek(0)  # animated or multi-frame: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except OSError as exc:
+        code = "truncated" if "truncated" in str(exc).lower() else "unreadable"
+        raise ImageError(f"cannot decode the image ({exc})", code, label) from exc
+    except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ImageError(f"cannot decode the image ({exc})", "unreadable", label) from exc
+
+
+def _read_bytes(source, label) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if hasattr(source, "read"):
+        return source.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError("no such file", "not_found", label) from exc
+    except IsADirectoryError as exc:
+        raise ImageError("is a folder, not an image", "not_an_image", label) from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read the file ({exc.strerror})", "unreadable", label) from exc
+
+
+def _check_dimensions(size: tuple[int, int], max_pixels: int, label) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{w}×{h} = {w * h:,} pixels is over the limit of {max_pixels:,}; resize the photo first",
+            "too_large", label)
+    if min(w, h) < MIN_SIDE or max(w, h) / max(1, min(w, h)) > MAX_ASPECT:
+        raise ImageError(
+            f"{w}×{h} pixels is not a usable photo (each side ≥ {MIN_SIDE} px, aspect ≤ {MAX_ASPECT:g}:1)",
+            "bad_dimensions", label)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(img)), "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    arr = arr.astype(np.float64)
+    hi = float(arr.max()) if arr.size else 0.0
+    if hi <= 1.0:
+        arr = arr * 255.0
+    elif hi > 255.0:
+        arr = arr / 257.0  # 16-bit range
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(f"an image array must be H×W, H×W×3 or H×W×4, not {arr.shape}", "bad_dimensions")
+    if arr.dtype != np.uint8:
+        arr = _to_uint8(arr)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.shape[2] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")

@@ -1,0 +1,121 @@
+"""The backbone registry over timm: the seed's five classic networks and compact CPU-friendly ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from seedlings.errors import SeedlingsError, UsageError, missing_extra
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # our name, used on the command line and in model.json
+    timm_name: str
+    family: str  # "classic" (the seed's), "compact" (trains from scratch on a CPU) or "modern"
+    note: str
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in [
+    Backbone("resnet10t", "resnet10t", "compact", "default: 5 M params, fast from scratch on a CPU"),
+    Backbone("resnet14t", "resnet14t", "compact", "deeper ResNet-T, ~1.5× the cost of resnet10t"),
+    Backbone("resnet18d", "resnet18d", "compact", "ResNet-18-D: a strong small baseline"),
+    Backbone("mobilenetv3", "mobilenetv3_large_100", "compact", "MobileNetV3-Large: phones and edge"),
+    Backbone("efficientnet_b0", "efficientnet_b0", "modern", "EfficientNet-B0"),
+    Backbone("convnext_atto", "convnext_atto", "modern", "ConvNeXt-Atto: a modern ConvNet"),
+    Backbone("xception", "legacy_xception", "classic", "Xception (Chollet 2017), the seed's main model"),
+    Backbone("inception_v3", "inception_v3", "classic", "Inception-v3; needs images ≥ 75 px"),
+    Backbone("resnet50", "resnet50", "classic", "ResNet-50"),
+    Backbone("vgg16", "vgg16", "classic", "VGG-16: large (138 M params at 224 px)"),
+    Backbone("mobilenetv2", "mobilenetv2_100", "classic", "MobileNetV2 (width 1.0)"),
+]}
+ALIASES = {"mobilenet_v2": "mobilenetv2", "mobilenetv2_100": "mobilenetv2", "inceptionv3": "inception_v3",
+           "legacy_xception": "xception", "mobilenetv3_large_100": "mobilenetv3", "mobilenet_v3": "mobilenetv3"}
+DEFAULT_BACKBONE = "resnet10t"
+
+
+def resolve_name(name: str) -> Backbone:
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in BACKBONES:
+        raise UsageError(f"--model {name!r}: unknown backbone; choose one of {', '.join(BACKBONES)} "
+                         "(see `seedlings models`)")
+    return BACKBONES[key]
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError as exc:
+        raise missing_extra("train", "timm") from exc
+    return timm
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path | None = None):
+    """A timm model with a fresh ``num_classes`` head.
+
+    ``pretrained`` fetches ImageNet weights from the hub when reachable; ``weights`` loads a local
+    safetensors file of the backbone (its classifier head is dropped). Without either: from scratch.
+    """
+    backbone = resolve_name(name)
+    timm = _timm()
+    if weights is not None:
+        model = timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
+        _load_backbone_weights(model, Path(weights))
+        return model
+    if not pretrained:
+        return timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
+    try:
+        return timm.create_model(backbone.timm_name, pretrained=True, num_classes=num_classes)
+    except Exception as exc:  # no network, no cache, hub errors: all mean "not available here"
+        raise SeedlingsError(
+            f"--pretrained: ImageNet weights for {backbone.name} ({backbone.timm_name}) are not available "
+            f"here ({type(exc).__name__}: {str(exc)[:200]}). Pass --weights FILE with a local "
+            "safetensors file of the backbone, or train from scratch (omit --pretrained)") from exc
+
+
+def _load_backbone_weights(model, path: Path) -> None:
+    if not path.is_file():
+        raise SeedlingsError(f"--weights {path}: no such file")
+    if path.suffix != ".safetensors":
+        raise SeedlingsError(f"--weights {path}: only .safetensors files are loaded (never pickles); "
+                             "convert it with safetensors.torch.save_file")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise SeedlingsError(f"--weights {path}: not a readable safetensors file ({exc})") from exc
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    head = {k for k in own if k.startswith(model.default_cfg.get("classifier", "fc"))}
+    if len(usable) < (len(own) - len(head)) // 2:
+        raise SeedlingsError(f"--weights {path}: only {len(usable)} of {len(own)} tensors match this "
+                             "backbone; is it the right architecture?")
+    model.load_state_dict({k: v for k, v in usable.items() if k not in head}, strict=False)
+
+
+def count_flops(model, image_size: int) -> int:
+    """Forward FLOPs for one image (multiply-add counted as 2)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size))
+    return int(counter.get_total_flops())
+
+
+def describe_models(image_size: int = 128, num_classes: int = 12) -> list[dict]:
+    """Name, family, parameters and GFLOPs at ``image_size`` of each backbone."""
+    rows = []
+    for b in BACKBONES.values():
+        model = create_model(b.name, num_classes)
+        params = sum(p.numel() for p in model.parameters())
+        try:
+            gflops = count_flops(model, image_size) / 1e9
+        except Exception:  # e.g. inception_v3 below 75 px
+            gflops = float("nan")
+        rows.append({"name": b.name, "timm": b.timm_name, "family": b.family, "params_m": params / 1e6,
+                     "gflops": gflops, "default": b.name == DEFAULT_BACKBONE, "note": b.note})
+    return rows

@@ -1,0 +1,1 @@
+"""Training: one code path for 1 CPU, N torchrun processes and N pods."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic seedling folders made by the tests (never copies of real data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_dataset
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own prepared-cache folder and no hub access."""
+    monkeypatch.setenv("SEEDLINGS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "seedlings")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny finished run (2 epochs, 32 px), shared by tests that only read it."""
+    from seedlings.training.fit import train
+
+    base = tmp_path_factory.mktemp("trained")
+    data = make_dataset(base / "data", per_class=14)
+    os.environ.setdefault("SEEDLINGS_CACHE_DIR", str(base / "cache"))
+    return train(data=str(data), out=str(base / "run"), epochs=2, image_size=32, batch_size=16,
+                 threads=1, cache_dir=str(base / "cache"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run, tmp_path_factory) -> Path:
+    from seedlings.export.onnx import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("exported") / "model", log=lambda m: None)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from seedlings.config import resolve
+from seedlings.errors import SeedlingsError, UsageError
+
+
+def test_defaults_then_yaml_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: 7\nlr: 0.01\naugment:\n  rotate: false\n")
+    cfg = resolve(str(f), {"data": "d", "out": "o", "lr": 0.5, "epochs": None})
+    assert cfg.epochs == 7 and cfg.lr == 0.5 and cfg.augment.rotate is False and cfg.augment.flip is True
+    assert cfg.model == "resnet10t"
+
+
+@pytest.mark.parametrize("text,match", [("epochs: [1", "not valid YAML"), ("- 1\n", "expected a mapping"),
+                                        ("epochz: 3\n", "unknown setting"), ("augment:\n  spin: 1\n", "augment.spin")])
+def test_bad_yaml_is_explained(tmp_path, text, match):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(SeedlingsError, match=match):
+        resolve(str(f), {"data": "d", "out": "o"})
+
+
+def test_bad_values_are_usage_errors():
+    with pytest.raises(UsageError, match="--epochs 0"):
+        resolve(None, {"data": "d", "out": "o", "epochs": 0})
+    with pytest.raises(UsageError, match="unknown backbone.*resnet10t"):
+        resolve(None, {"data": "d", "out": "o", "model": "alexnet9000"})
+    with pytest.raises(UsageError, match="--data is required"):
+        resolve(None, {"out": "o"})
