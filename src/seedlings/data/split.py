@@ -1,0 +1,54 @@
+"""Stratified, seeded train/validation split, stored by file path so it survives re-indexing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seedlings.errors import SeedlingsError
+from seedlings.fileio import atomic_write_json, read_json
+
+
+@dataclass
+class Split:
+    train: list[str]
+    val: list[str]
+    seed: int
+    val_fraction: float
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "val_fraction": self.val_fraction,
+                "n_train": len(self.train), "n_val": len(self.val), "train": self.train, "val": self.val}
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        d = read_json(path, "split file")
+        try:
+            return cls(train=list(d["train"]), val=list(d["val"]), seed=int(d["seed"]),
+                       val_fraction=float(d["val_fraction"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SeedlingsError(f"{path}: split file lacks {exc}; delete it to re-split") from exc
+
+
+def stratified_split(files: list[str], labels: list[int], val_fraction: float = 0.15,
+                     seed: int = 0) -> Split:
+    """Per class, a seeded shuffle; round(n × fraction) images go to validation (≥ 1 if n ≥ 2)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise SeedlingsError(f"--val-fraction {val_fraction}: must be ≥ 0 and < 1 (e.g. 0.15)")
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    train, val = [], []
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * val_fraction))
+        if val_fraction > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.extend(files[i] for i in idx[:n_val])
+        train.extend(files[i] for i in idx[n_val:])
+    return Split(train=sorted(train), val=sorted(val), seed=seed, val_fraction=val_fraction)

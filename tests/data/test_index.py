@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from seedlings.data import index_folder
+from seedlings.errors import SeedlingsError
+from tests.helpers import SYNTH_CLASSES, make_dataset
+
+
+def test_classes_sorted_with_spaces_hidden_and_non_images_ignored(dataset):
+    (dataset / "Common Chickweed" / ".DS_Store").write_bytes(b"junk")
+    (dataset / "Sugar beet" / "notes.txt").write_text("not an image")
+    (dataset / ".hidden_class").mkdir()
+    idx = index_folder(dataset)
+    assert idx.classes == sorted(SYNTH_CLASSES)
+    assert len(idx) == 16 * 3
+    assert "Sugar beet/notes.txt" in idx.ignored
+    assert all(not f.split("/")[-1].startswith(".") for f in idx.files)
+    assert idx.counts()["Common Chickweed"] == 16
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda root: root / "missing", "no such folder"),
+    (lambda root: (root.mkdir(), root)[1], "no class folders"),
+    (lambda root: (make_dataset(root, classes=["Only"], per_class=3), root)[1], "only one class"),
+    (lambda root: (make_dataset(root, per_class=2), (root / "Empty").mkdir(), root)[2], "has no images"),
+])
+def test_errors_name_the_problem(tmp_path, setup, message):
+    root = setup(tmp_path / "d")
+    with pytest.raises(SeedlingsError, match=message):
+        index_folder(root)
