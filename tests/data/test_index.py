@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers import SYNTH_CLASSES, make_dataset
 
 from seedlings.data import index_folder
 from seedlings.errors import SeedlingsError
-from tests.helpers import SYNTH_CLASSES, make_dataset
 
 
 def test_classes_sorted_with_spaces_hidden_and_non_images_ignored(dataset):

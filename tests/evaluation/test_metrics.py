@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from seedlings.evaluation.metrics import (confusion_matrix, expected_calibration_error, fit_temperature,
-                                          report_from_confusion, softmax)
+from seedlings.evaluation.metrics import (
+    confusion_matrix,
+    expected_calibration_error,
+    fit_temperature,
+    report_from_confusion,
+    softmax,
+)
 
 
 def test_report_matches_hand_computation():

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tests.helpers import make_dataset
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]

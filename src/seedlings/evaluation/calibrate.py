@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from seedlings.evaluation.metrics import (confusion_matrix, expected_calibration_error, fit_temperature,
-                                          report_from_confusion, softmax, unknown_threshold)
+from seedlings.evaluation.metrics import (
+    confusion_matrix,
+    expected_calibration_error,
+    fit_temperature,
+    report_from_confusion,
+    softmax,
+    unknown_threshold,
+)
 
 UNKNOWN_FALSE_REJECT = 0.02
 
