@@ -85,3 +85,11 @@ def test_evaluate_all_flag_and_errors(trained_run, tmp_path):
     assert report["n"] == 42 and report["scope"].startswith("all images")
     bad = seedlings("evaluate", "--model", tmp_path / "nope", "--data", data, check=False)
     assert bad.returncode == 1 and "no such folder" in bad.stderr
+
+
+def test_validation_folder_with_an_unknown_class_is_refused(tmp_path):
+    train = make_dataset(tmp_path / "train", per_class=4)
+    val = make_dataset(tmp_path / "val", per_class=2, classes=["Black-grass", "Maize"])
+    p = seedlings("train", "--data", train, "--val-data", val, "--out", tmp_path / "run", "--epochs", "1",
+                  "--image-size", "24", check=False)
+    assert p.returncode == 1 and "Maize" in p.stderr and "not in training" in p.stderr

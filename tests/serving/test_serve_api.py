@@ -1,0 +1,154 @@
+"""The HTTP contract of GUIDE.md over a real socket: shapes, status codes, operations endpoints."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from tests.serving.conftest import png_bytes
+
+from seedlings.inference import load_model
+
+ERROR_KEYS = {"code", "message"}
+
+
+def assert_prediction(p: dict, classes: list[str], k: int) -> None:
+    assert {"species", "confidence", "unknown", "top_k"} <= set(p)
+    assert p["species"] in classes and isinstance(p["unknown"], bool)
+    assert len(p["top_k"]) == k
+    probs = [t["probability"] for t in p["top_k"]]
+    assert probs == sorted(probs, reverse=True)
+    assert p["top_k"][0] == {"species": p["species"], "probability": p["confidence"]}
+
+
+def test_health_and_ready(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_ready_within_target(server):
+    """Issue 4 asks for ready ≤ 3 s; a loaded CI machine gets slack, a regression to 20 s does not."""
+    assert server.ready_s < 20, server.log()
+
+
+def test_predict_multipart_matches_python_api(client, model_dir):
+    """HTTP answers are the Python API's answers: same preprocessing, same model, same calibration."""
+    data = png_bytes()
+    r = client.post("/v1/predict", files={"file": ("leaf.png", data, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    model = load_model(model_dir)
+    assert body["model"] == {"name": model.name, "version": model.version}
+    (pred,) = body["predictions"]
+    assert_prediction(pred, model.classes, min(5, len(model.classes)))
+    assert pred["file"] == "leaf.png"
+    expected = model.predict(data)[0]
+    assert pred["species"] == expected.species
+    np.testing.assert_allclose(pred["confidence"], expected.confidence, atol=1e-5)
+
+
+def test_predict_several_files_and_top_k(client, model_dir):
+    classes = load_model(model_dir).classes
+    files = [("file", (f"{i}.png", png_bytes(), "image/png")) for i in range(3)]
+    r = client.post("/v1/predict", params={"top_k": 2}, files=files)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["file"] for p in preds] == ["0.png", "1.png", "2.png"]
+    for p in preds:
+        assert_prediction(p, classes, 2)
+
+
+def test_predict_raw_body_and_tta(client, model_dir):
+    classes = load_model(model_dir).classes
+    r = client.post("/v1/predict", content=png_bytes(), headers={"Content-Type": "image/png"},
+                    params={"tta": "true", "top_k": 100})
+    assert r.status_code == 200, r.text
+    (pred,) = r.json()["predictions"]
+    assert "file" not in pred
+    assert_prediction(pred, classes, len(classes))  # top_k is capped at the number of species
+    jpeg = client.post("/v1/predict", content=png_bytes(fmt="JPEG"), headers={"Content-Type": "image/jpeg"})
+    assert jpeg.status_code == 200
+
+
+def test_model_card(client, model_dir):
+    card = client.get("/v1/model").json()
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert card["classes"] == meta["classes"] and card["name"] == meta["name"]
+    assert card["precision"] == "fp32" and card["backend"] == "onnx"
+    assert card["serving"]["max_body_bytes"] == 10 * 1024 * 1024
+    assert "int8" in card["export"]
+
+
+def test_metrics_exposition(client):
+    client.post("/v1/predict", content=png_bytes(), headers={"Content-Type": "image/png"})
+    client.post("/v1/predict", content=b"not an image", headers={"Content-Type": "image/png"})
+    text = client.get("/metrics").text
+    for name in ('seedlings_http_requests_total{method="POST",route="/v1/predict",status="200"}',
+                 "seedlings_http_request_duration_seconds_bucket", "seedlings_http_requests_in_flight",
+                 "seedlings_batch_size_bucket", "seedlings_inference_seconds_bucket",
+                 'seedlings_images_rejected_total{reason="not_an_image"}', "seedlings_ready 1.0",
+                 "process_resident_memory_bytes"):
+        assert name in text, name
+
+
+def test_openapi_docs_and_page(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/v2/models/{name}/infer"):
+        assert path in spec["paths"], path
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'capture="environment"' in page.text and "multiple" in page.text
+    assert "https://" not in page.text  # no CDN: the page works offline
+    for asset in ("/static/app.js", "/static/style.css", "/static/species.json"):
+        r = client.get(asset)
+        assert r.status_code == 200 and "https://" not in r.text, asset
+    assert set(client.get("/static/species.json").json()) >= set(client.get("/v1/model").json()["classes"])
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("GET", "/nope", 404, "not_found"),
+    ("GET", "/v1/predict", 405, "method_not_allowed"),
+    ("GET", "/v2/models/no-such-model", 404, "model_not_found"),
+    ("POST", "/v1/predict?top_k=0", 422, "invalid_request"),
+    ("POST", "/v1/predict?tta=maybe", 422, "invalid_request"),
+])
+def test_errors_have_one_shape(client, method, path, status, code):
+    r = client.request(method, path, content=png_bytes(), headers={"Content-Type": "image/png"})
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) == ERROR_KEYS and r.json()["error"]["code"] == code
+
+
+def test_token_cors_and_limits(start_server):
+    """Optional bearer token on prediction endpoints only; CORS as configured."""
+    srv = start_server("--cors-origins", "https://farm.example", env={"SEEDLINGS_API_TOKEN": "s3cret"})
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        body = {"content": png_bytes(), "headers": {"Content-Type": "image/png"}}
+        denied = c.post("/v1/predict", **body)
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
+        assert denied.headers["www-authenticate"] == "Bearer"
+        wrong = c.post("/v1/predict", content=body["content"],
+                       headers={**body["headers"], "Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = c.post("/v1/predict", content=body["content"],
+                    headers={**body["headers"], "Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/v1/model").json()["serving"]["token_required"]
+        preflight = c.options("/v1/predict", headers={"Origin": "https://farm.example",
+                                                      "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "https://farm.example"
+        other = c.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_json_logs(start_server):
+    srv = start_server("--json-logs")
+    httpx.get(srv.url + "/healthz")
+    srv.stop()
+    lines = [json.loads(line) for line in srv.log_path.read_text().splitlines() if line.startswith("{")]
+    assert any(e.get("path") == "/healthz" and e.get("status") == 200 for e in lines), srv.log_path.read_text()
+    assert all({"time", "level", "logger"} <= set(e) for e in lines)
