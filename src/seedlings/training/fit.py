@@ -165,7 +165,9 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(D.local_threads(env, cfg.threads))
     run = Path(cfg.out)
-    state = _check_run_folder(run, resume)
+    # Rank 0 reads the checkpoint and hands it to every process, so pods whose nodes do not
+    # share the runs volume still resume with the same weights and optimizer state.
+    state = D.broadcast_object(_check_run_folder(run, resume) if env.is_main else None, env)
     if resume and state is None:
         log(env, f"--resume: {run} has no checkpoint yet; starting from the beginning")
     data = _prepare_data(cfg, env, cfg.data, progress)
@@ -287,6 +289,7 @@ def _finish(run, cfg, classes, val_set, spec, best, wall, env, precision, n_trai
     atomic_write_json(run / "report.json", report)
     meta = build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, n_train,
                             len(val_set.rows))
+    meta["params"] = sum(p.numel() for p in model.parameters())
     meta["files"] = {WEIGHTS: {"sha256": sha256_file(run / WEIGHTS), "bytes": (run / WEIGHTS).stat().st_size}}
     atomic_write_json(run / "model.json", meta)
     plot_run(run, classes, report)
