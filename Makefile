@@ -39,5 +39,13 @@ check-deploy: venv
 bench: venv
 	$(PY) bench/train_throughput.py
 
+# JupyterLab on notebooks/, with the package installed (editable) and the notebook extra.
+$(VENV)/.installed-notebook: $(VENV)/.installed-all
+	$(PIP) install -q -e '.[train,serve,dev,notebook]'
+	touch $@
+
+notebook: venv $(VENV)/.installed-notebook
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks
+
 clean:
 	rm -rf $(VENV) .venv-serve .pytest_cache build *.egg-info src/*.egg-info

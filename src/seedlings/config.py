@@ -32,7 +32,7 @@ class TrainConfig:
     model: str = "resnet10t"
     pretrained: bool = False
     weights: str | None = None  # local safetensors file of the backbone
-    epochs: int = 32
+    epochs: int = 40
     image_size: int = 128
     batch_size: int = 64  # global: split across torchrun processes
     lr: float = 2e-3

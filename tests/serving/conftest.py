@@ -69,7 +69,8 @@ class Server:
         self.log_path = log_path
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env = {k: v for k, v in full_env.items() if not k.startswith("SEEDLINGS_") or k in (env or {})}
-        self.command = [*serve_command(), "--model", str(model_dir), "--port", str(self.port), "--threads", "1",
+        self.command = [*serve_command(), "--model", str(model_dir), "--port", str(self.port),
+                        "--threads", "1",
                         *args]
         self._log = open(log_path, "wb")
         self.started = time.monotonic()

@@ -150,5 +150,6 @@ def test_json_logs(start_server):
     httpx.get(srv.url + "/healthz")
     srv.stop()
     lines = [json.loads(line) for line in srv.log_path.read_text().splitlines() if line.startswith("{")]
-    assert any(e.get("path") == "/healthz" and e.get("status") == 200 for e in lines), srv.log_path.read_text()
+    assert any(e.get("path") == "/healthz" and e.get("status") == 200 for e in lines), \
+        srv.log_path.read_text()
     assert all({"time", "level", "logger"} <= set(e) for e in lines)

@@ -16,7 +16,7 @@ TEN_MB = 10 * 1024 * 1024
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width × height`` pixels with no pixel data: a decompression bomb's shape."""
+    """A PNG whose header claims ``width × height`` pixels, without the pixels: a bomb's shape."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -68,7 +68,7 @@ def assert_error(r, status: int, code: str | None = None) -> None:
         assert err["code"] == code, err
 
 
-NOISY_JPEG = png_bytes(Image.fromarray(np.random.default_rng(3).integers(0, 255, (200, 200, 3), dtype=np.uint8)),
+NOISY_JPEG = png_bytes(Image.fromarray(np.random.default_rng(3).integers(0, 255, (200, 200, 3), np.uint8)),
                        "JPEG")
 BAD_UPLOADS = {
     "zero bytes": (b"", "empty"),

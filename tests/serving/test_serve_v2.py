@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 round trips: UINT8 pixels and BYTES-encoded images, as KServe clients send them."""
+"""Open Inference Protocol v2 round trips: UINT8 pixels and BYTES-encoded images, as KServe sends them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import base64
 import numpy as np
 import pytest
 from PIL import Image
+from tests.serving.conftest import png_bytes
 
 from seedlings.inference import load_model
-from tests.serving.conftest import png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def test_health_and_metadata(client, model):
     assert client.get("/v2").json()["name"] == "seedlings"
     meta = client.get(f"/v2/models/{model.name}").json()
     assert meta["name"] == model.name and meta["versions"] == [model.version]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(model.classes)]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32",
+                                "shape": [-1, len(model.classes)]}]
     assert {i["datatype"] for i in meta["inputs"]} == {"UINT8", "BYTES"}
     assert client.get(f"/v2/models/{model.name}/versions/{model.version}").status_code == 200
     assert client.get(f"/v2/models/{model.name}/ready").json() == {"name": model.name, "ready": True}
@@ -71,7 +72,8 @@ def test_bytes_round_trip_with_classification(client, model):
             assert label == top["species"] and model.classes[int(index)] == label
             assert abs(float(score) - top["probability"]) < 1e-5
     request_level = {"inputs": body["inputs"], "parameters": {"classification": 1}}
-    assert client.post(f"/v2/models/{model.name}/infer", json=request_level).json()["outputs"][0]["shape"] == [2, 1]
+    answer = client.post(f"/v2/models/{model.name}/infer", json=request_level).json()
+    assert answer["outputs"][0]["shape"] == [2, 1]
 
 
 @pytest.mark.parametrize(("tensor", "code"), [
@@ -113,5 +115,6 @@ def test_unknown_model_and_not_json(client, model):
     tensor = {"name": "image", "datatype": "UINT8", "shape": [8, 8, 3], "data": [0] * 192}
     r = client.post("/v2/models/other/infer", json={"inputs": [tensor]})
     assert r.status_code == 404 and model.name in r.json()["error"]["message"]
-    r = client.post(f"/v2/models/{model.name}/infer", content=b"{not json", headers={"Content-Type": "application/json"})
+    r = client.post(f"/v2/models/{model.name}/infer", content=b"{not json",
+                    headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
