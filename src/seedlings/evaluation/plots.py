@@ -10,18 +10,26 @@ import numpy as np
 from seedlings.fileio import atomic_write
 
 
+class _Figures:
+    """pyplot's ``subplots`` without pyplot: no global backend switch, no figure registry to leak."""
+
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4)):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        axes = fig.subplots(nrows, ncols)
+        return fig, axes
+
+
 def _plt():
-    import matplotlib
+    import matplotlib.figure  # noqa: F401  (fails early, with ImportError, without the train extra)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures
 
 
 def _save(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    _plt().close(fig)
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
