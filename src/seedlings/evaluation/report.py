@@ -11,22 +11,37 @@ from seedlings.evaluation.metrics import confusion_matrix, expected_calibration_
 
 
 def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
-    """A run folder evaluated on its own data scores its validation split only, unless asked."""
-    split_file = model.dir / "split.json"
-    source_run = model.meta.get("source_run")
-    if not split_file.is_file() and source_run and (Path(source_run) / "split.json").is_file():
-        split_file = Path(source_run) / "split.json"  # an exported model knows the run it came from
-    trained_on = model.meta.get("training", {}).get("data")
-    same_data = trained_on and Path(trained_on).resolve() == Path(data.root).resolve()
-    if same_data and split_file.is_file() and not all_images:
-        from seedlings.data import Split
+    """A model evaluated on the data it was trained on scores its validation split only, unless asked.
 
-        rows = data.subset(Split.load(split_file).val)
-        return rows, "validation split of the run"
-    if same_data and not all_images and not split_file.is_file():
-        note = "all images (WARNING: this model was trained on this folder; the numbers are optimistic)"
-        return np.arange(len(data.files)), note
-    return np.arange(len(data.files)), "all images" + (" (including training images)" if same_data else "")
+    "The data it was trained on" is recognised by content, not by path, so a copied or remounted
+    dataset is still recognised: every file of the run's split is present under the same name.
+    """
+    split = _find_split(model)
+    present = set(data.files)
+    same_data = split is not None and set(split.train) | set(split.val) <= present | _bad(data)
+    if same_data and not all_images:
+        return data.subset(split.val), "validation split of the run"
+    if same_data:
+        return np.arange(len(data.files)), "all images (including the run's training images)"
+    trained_on = model.meta.get("training", {}).get("data")
+    if split is None and trained_on and Path(trained_on).resolve() == Path(data.root).resolve():
+        return np.arange(len(data.files)), ("all images (WARNING: this model was trained on this folder and "
+                                            "its split is unknown; the numbers are optimistic)")
+    return np.arange(len(data.files)), "all images"
+
+
+def _bad(data) -> set[str]:
+    return {b["path"] for b in data.bad}
+
+
+def _find_split(model):
+    from seedlings.data import Split
+
+    source_run = model.meta.get("source_run")
+    for folder in (model.dir, Path(source_run) if source_run else None):
+        if folder is not None and (folder / "split.json").is_file():
+            return Split.load(folder / "split.json")
+    return None
 
 
 def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_images: str = "skip",
