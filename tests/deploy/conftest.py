@@ -48,7 +48,9 @@ def seedlings_cmd() -> list[str]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_"))
+    }
     env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}, **extra)
     return env
 
@@ -63,9 +65,23 @@ def trained_run(dataset, tmp_path_factory) -> Path:
     """One finished run folder (2 epochs, 32 px): a few seconds of CPU."""
     run = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")
-    proc = subprocess.run([*seedlings_cmd(), "train", "--data", str(dataset), "--out", str(run),
-                           "--cache-dir", str(cache), *TINY_TRAIN], capture_output=True, text=True,
-                          env=child_env(), timeout=300)
+    proc = subprocess.run(
+        [
+            *seedlings_cmd(),
+            "train",
+            "--data",
+            str(dataset),
+            "--out",
+            str(run),
+            "--cache-dir",
+            str(cache),
+            *TINY_TRAIN,
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 

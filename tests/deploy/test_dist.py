@@ -64,15 +64,40 @@ def _ip(*args: str) -> None:
 
 def start_agent(node, node_rank: int, master_addr: str, train_args: list[str], log: Path, max_restarts=0):
     prefix, addr, dev = node
-    cmd = [*prefix, str(VENV_BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1",
-           "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{master_addr}:{PORT}",
-           "--rdzv-id", "seedlings-test", "--local-addr", addr,
-           # torchrun hosts the rendezvous store where the endpoint matches the machine's hostname; in a
-           # namespace the hostname still names the host's address, so say which node hosts it.
-           "--rdzv-conf", f"is_host={str(node_rank == 0).lower()},join_timeout=120", "--max-restarts", str(max_restarts),
-           "--monitor-interval", "0.5", "-m", "seedlings", "train", *train_args]
+    cmd = [
+        *prefix,
+        str(VENV_BIN / "torchrun"),
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--node-rank",
+        str(node_rank),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"{master_addr}:{PORT}",
+        "--rdzv-id",
+        "seedlings-test",
+        "--local-addr",
+        addr,
+        # torchrun hosts the rendezvous store where the endpoint matches the machine's hostname; in a
+        # namespace the hostname still names the host's address, so say which node hosts it.
+        "--rdzv-conf",
+        f"is_host={str(node_rank == 0).lower()},join_timeout=120",
+        "--max-restarts",
+        str(max_restarts),
+        "--monitor-interval",
+        "0.5",
+        "-m",
+        "seedlings",
+        "train",
+        *train_args,
+    ]
     env = child_env(GLOO_SOCKET_IFNAME=dev, TORCHELASTIC_ERROR_FILE=str(log) + ".error.json")
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
 
 
 def wait_all(procs, logs, timeout: float) -> list[int]:
@@ -86,9 +111,22 @@ def wait_all(procs, logs, timeout: float) -> list[int]:
     finally:
         for p in procs:
             if p.poll() is None:
+                # torchrun starts each worker in a session of its own: kill them by pid as well.
+                for pid in _descendants(p.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     return codes
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
 
 
 def _tails(logs) -> str:
@@ -96,8 +134,23 @@ def _tails(logs) -> str:
 
 
 def tiny_args(dataset: Path, out: Path, cache: Path, epochs: int) -> list[str]:
-    return ["--data", str(dataset), "--out", str(out), "--cache-dir", str(cache), "--epochs", str(epochs),
-            "--image-size", "32", "--batch-size", "16", "--threads", "1", "--resume"]
+    return [
+        "--data",
+        str(dataset),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--epochs",
+        str(epochs),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--resume",
+    ]
 
 
 def test_two_nodes_train_one_model(dataset, tmp_path):
@@ -108,8 +161,10 @@ def test_two_nodes_train_one_model(dataset, tmp_path):
     t0 = time.monotonic()
     with two_nodes() as nodes:
         master = nodes[0][1]
-        procs = [start_agent(nodes[i], i, master, tiny_args(dataset, outs[i], tmp_path / f"cache{i}", 2), logs[i])
-                 for i in range(2)]
+        procs = [
+            start_agent(nodes[i], i, master, tiny_args(dataset, outs[i], tmp_path / f"cache{i}", 2), logs[i])
+            for i in range(2)
+        ]
         codes = wait_all(procs, logs, timeout=300)
     print(f"two-node training took {time.monotonic() - t0:.1f}s")
     assert codes == [0, 0], _tails(logs)
@@ -137,8 +192,17 @@ def test_killed_worker_restarts_from_checkpoint(dataset, tmp_path):
     t0 = time.monotonic()
     with two_nodes() as nodes:
         master = nodes[0][1]
-        procs = [start_agent(nodes[i], i, master, tiny_args(dataset, run, tmp_path / f"cache{i}", epochs), logs[i],
-                             max_restarts=MAX_RESTARTS) for i in range(2)]
+        procs = [
+            start_agent(
+                nodes[i],
+                i,
+                master,
+                tiny_args(dataset, run, tmp_path / f"cache{i}", epochs),
+                logs[i],
+                max_restarts=MAX_RESTARTS,
+            )
+            for i in range(2)
+        ]
         deadline = time.monotonic() + 240
         while not (run / "checkpoint.safetensors").exists():
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):

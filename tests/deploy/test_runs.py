@@ -12,8 +12,6 @@ import pytest
 from seedlings.errors import SeedlingsError, UsageError
 from seedlings.runs import add_runs_command, compare, load_experiment
 
-from .conftest import TINY_TRAIN
-
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="seedlings")
@@ -34,9 +32,22 @@ experiments:
 
 def test_sweep_item_trains_then_is_idempotent(dataset, tmp_path, capsys):
     exps = _sweep_file(tmp_path / "exps.yaml", dataset)
-    handler, args = _parse(["runs", "sweep-item", "--experiments", str(exps), "--index", "1", "--runs-dir",
-                            str(tmp_path / "runs"), "--data-root", str(dataset.parent), "--cache-dir",
-                            str(tmp_path / "cache")])
+    handler, args = _parse(
+        [
+            "runs",
+            "sweep-item",
+            "--experiments",
+            str(exps),
+            "--index",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--data-root",
+            str(dataset.parent),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert handler(args) == 0
     meta = json.loads((tmp_path / "runs" / "tiny-b" / "model.json").read_text())
     assert meta["training"]["epochs"] == 2 and meta["image_size"] == 32
@@ -79,6 +90,3 @@ def test_compare_without_runs_says_so(tmp_path):
     with pytest.raises(UsageError, match="no such folder"):
         compare(str(tmp_path / "missing"))
 
-
-def test_tiny_train_flags_are_valid():
-    assert "--epochs" in TINY_TRAIN

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from tests.helpers import synthetic_image
 
-READY_TIMEOUT_S = 60
+READY_TIMEOUT_S = 180  # generous: CI machines can be very busy
 
 
 def require_module(name: str):
@@ -58,6 +58,16 @@ def png_bytes(img: Image.Image | None = None, fmt: str = "PNG", **save) -> bytes
     buf = io.BytesIO()
     img.save(buf, fmt, **save)
     return buf.getvalue()
+
+
+def wait_for_queue_depth(url: str, depth: int, timeout: float = 60) -> None:
+    """Block until the server's batching queue holds ``depth`` images (sleeps would race on busy machines)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"seedlings_queue_depth {depth:.1f}" in httpx.get(url + "/metrics", timeout=10).text:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the queue never held {depth} images")
 
 
 class Server:

@@ -29,11 +29,6 @@ def test_health_and_ready(client):
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
-def test_ready_within_target(server):
-    """Issue 4 asks for ready ≤ 3 s; a loaded CI machine gets slack, a regression to 20 s does not."""
-    assert server.ready_s < 20, server.log()
-
-
 def test_predict_multipart_matches_python_api(client, model_dir):
     """HTTP answers are the Python API's answers: same preprocessing, same model, same calibration."""
     data = png_bytes()
