@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tests.helpers import REAL_DATA
 
 pytestmark = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"{REAL_DATA} not present")

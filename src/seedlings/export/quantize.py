@@ -1,0 +1,119 @@
+"""int8 ONNX: static QDQ quantization calibrated on real validation images.
+
+Static (not dynamic) quantization because convolutions dominate a CNN and only static
+quantization lets ONNX Runtime fuse them into integer kernels (VNNI/AMX on x86): about twice
+the fp32 speed. Weights per-channel int8 (per-tensor loses accuracy on depthwise/BN-folded
+convolutions), activations uint8 with ranges observed on the calibration images.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from seedlings.errors import SeedlingsError
+from seedlings.fileio import atomic_write
+from seedlings.preprocess import PreprocessSpec, normalize
+
+CALIBRATION_BATCH = 8
+
+
+def _calibration_reader(images_uint8: np.ndarray, spec: PreprocessSpec, input_name: str):
+    """A CalibrationDataReader over the images, normalised exactly as serving will."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter([normalize(images_uint8[i:i + CALIBRATION_BATCH], spec)
+                                  for i in range(0, len(images_uint8), CALIBRATION_BATCH)])
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    return _Reader()
+
+
+def _preprocess_graph(fp32_path: Path, out_path: Path, log) -> Path:
+    """Shape inference + graph optimisation first, as ONNX Runtime recommends; optional."""
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+        return out_path
+    except Exception as exc:  # the pre-pass is an optimisation; quantizing the raw graph still works
+        log(f"int8: quantization pre-processing skipped ({exc.__class__.__name__}: {exc})")
+        return fp32_path
+
+
+def _probs(path: Path, images_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    import onnxruntime as ort
+
+    from seedlings.evaluation.metrics import softmax
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return softmax(sess.run(None, {name: normalize(images_uint8, spec)})[0].astype(np.float64))
+
+
+def _reference_probs(fp32_path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, torch_model):
+    """What int8 is compared with: the PyTorch model when given (the truth), else the fp32 ONNX."""
+    if torch_model is None:
+        return _probs(fp32_path, images_uint8, spec)
+    import torch
+
+    from seedlings.evaluation.metrics import softmax
+
+    with torch.no_grad():
+        logits = torch_model(torch.from_numpy(normalize(images_uint8, spec))).double().numpy()
+    return softmax(logits)
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, images_uint8: np.ndarray,
+                  spec: PreprocessSpec, torch_model=None, log=print) -> dict:
+    """Write ``out_path`` (int8 QDQ) from ``fp32_path``; returns how far int8 moves the predictions.
+
+    The returned dict goes into ``model.json['export']['int8']`` so the model card shows the
+    cost of int8 (max |Δprob| and top-1 agreement on the calibration images).
+    """
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as exc:
+        raise SeedlingsError("int8 export needs onnxruntime with its quantization tools: "
+                             "pip install 'seedlings[train]'") from exc
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    images_uint8 = np.asarray(images_uint8, dtype=np.uint8)
+    if images_uint8.ndim != 4 or len(images_uint8) == 0:
+        raise SeedlingsError("int8 export needs calibration images (N×S×S×3 uint8); none were given")
+    work = Path(tempfile.mkdtemp(prefix="seedlings-int8-"))
+    try:
+        source = _preprocess_graph(fp32_path, work / "prep.onnx", log)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def write(tmp: str) -> None:
+            quantize_static(str(source), tmp, _calibration_reader(images_uint8, spec, input_name),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+
+        atomic_write(out_path, write)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ref = _reference_probs(fp32_path, images_uint8, spec, torch_model)
+    got = _probs(out_path, images_uint8, spec)
+    report = {
+        "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations (MinMax)",
+        "calibration_images": int(len(images_uint8)),
+        "max_abs_dprob_vs_fp32": float(np.abs(ref - got).max()),
+        "top1_agreement_vs_fp32": float((ref.argmax(1) == got.argmax(1)).mean()),
+    }
+    log(f"int8 on {len(images_uint8)} calibration images: "
+        f"max |Δprob| = {report['max_abs_dprob_vs_fp32']:.3g}, "
+        f"top-1 agreement with fp32 = {report['top1_agreement_vs_fp32']:.1%}")
+    return report

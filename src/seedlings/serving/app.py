@@ -1,0 +1,112 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, model, routes and middleware.
+
+A factory (not a module-level app) so tests and ``--workers`` processes each build their own
+app from explicit settings instead of patching globals. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from seedlings import __version__
+from seedlings.serving.deps import BodyLimitMiddleware
+from seedlings.serving.errors import error_responses, install_error_handlers
+from seedlings.serving.metrics import Metrics, MetricsMiddleware
+from seedlings.serving.predictor import Predictor
+from seedlings.serving.routes_v1 import router as v1_router
+from seedlings.serving.routes_v2 import router as v2_router
+from seedlings.serving.settings import Settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+log = logging.getLogger("seedlings.serving")
+
+# The page loads only its own files; uploads are previewed from blob: URLs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Ready only once the model is loaded and warmed; on shutdown finish queued work first."""
+    settings: Settings = app.state.settings
+    from starlette.concurrency import run_in_threadpool
+
+    predictor = await run_in_threadpool(Predictor.load, settings, app.state.metrics)
+    await predictor.start()
+    app.state.predictor = predictor
+    try:
+        yield
+    finally:
+        log.info("shutting down: finishing queued requests")
+        await predictor.stop(drain_timeout=settings.request_timeout_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (default: from ``SEEDLINGS_*`` environment variables)."""
+    settings = settings or Settings()
+    app = FastAPI(title="seedlings", version=__version__, lifespan=lifespan,
+                  description="Identify plant seedlings from photos. Errors are always "
+                              '`{"error": {"code", "message"}}` with a 4xx (or 503) status.')
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.predictor = None
+    install_error_handlers(app)
+    app.include_router(v1_router)
+    app.include_router(v2_router)
+    _add_operational_routes(app)
+    _add_page(app)
+    # Added innermost first: metrics see every response, including CORS preflights and 413s.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
+    return create_app(Settings())
+
+
+def _add_operational_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="The model is loaded and warmed",
+             responses=error_responses(503))
+    async def readyz(request: Request):
+        predictor = request.app.state.predictor
+        if predictor is None or not predictor.ready:
+            return JSONResponse({"error": {"code": "not_ready", "message": "the model is not loaded yet"}},
+                                status_code=503, headers={"Retry-After": "1"})
+        model = predictor.model
+        return {"status": "ready", "model": {"name": model.name, "version": model.version,
+                                             "precision": model.precision}}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics(request: Request):
+        body, content_type = request.app.state.metrics.render()
+        return Response(body, media_type=content_type)
+
+
+def _add_page(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,135 @@
+"""``seedlings serve``: flags over ``SEEDLINGS_*`` variables, checked up front, then uvicorn.
+
+The model folder is checked before uvicorn starts so a wrong ``--model`` is one clear line
+and exit code 1, not a traceback from inside a worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from seedlings.errors import SeedlingsError, missing_extra
+
+# flag → Settings field, for flags that were given (None means "not given": keep env/default)
+FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_k", "batching", "max_batch",
+               "max_wait_ms", "queue_size", "max_body_bytes", "max_pixels", "max_files", "cors_origins",
+               "request_timeout_s", "json_logs", "log_level", "threads")
+
+
+def add_serve_command(sub, commands: dict) -> None:
+    """Add the ``serve`` subparser and register its handler in ``commands``."""
+    p = sub.add_parser("serve", help="the web service: HTTP API, web page, metrics",
+                       description="Serve a model over HTTP. Every flag also reads SEEDLINGS_<NAME> "
+                                   "(e.g. SEEDLINGS_PORT); flags win. SEEDLINGS_API_TOKEN sets a bearer "
+                                   "token for prediction endpoints (not a flag: flags show in `ps`).")
+    p.add_argument("--model", dest="model_dir", help="exported model folder (default: the packaged model)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
+    p.add_argument("--precision", choices=["fp32", "int8"], help="int8 needs `export --precision int8`")
+    p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation by default")
+    p.add_argument("--top-k", type=int, dest="top_k", help="default species per photo (5)")
+    p.add_argument("--no-batching", action="store_false", dest="batching", default=None,
+                   help="run each image on its own (for comparison)")
+    p.add_argument("--max-batch", type=int, dest="max_batch", help="images per model run (16)")
+    p.add_argument("--max-wait-ms", type=float, dest="max_wait_ms",
+                   help="longest wait for a batch to fill (5)")
+    p.add_argument("--queue-size", type=int, dest="queue_size", help="waiting images before 503 (256)")
+    p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit (10 MB)")
+    p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")
+    p.add_argument("--max-files", type=int, dest="max_files", help="photos per request (32)")
+    p.add_argument("--cors-origins", dest="cors_origins", help="comma-separated origins, or '*'")
+    p.add_argument("--request-timeout", type=float, dest="request_timeout_s", help="seconds (30)")
+    p.add_argument("--json-logs", action="store_true", default=None, dest="json_logs")
+    p.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
+    commands["serve"] = cmd_serve
+
+
+def build_settings(args):
+    """Settings from the environment, overridden by the flags that were given."""
+    try:
+        from pydantic import ValidationError
+
+        from seedlings.serving.settings import Settings
+    except ImportError as exc:
+        raise missing_extra("serve", exc.name or "fastapi") from exc
+    given = {f: getattr(args, f) for f in FLAG_FIELDS if getattr(args, f, None) is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise SeedlingsError(f"invalid setting ({problems}); check the flags and SEEDLINGS_* variables") \
+            from exc
+
+
+def check_model(settings) -> str:
+    """Fail fast, with the exact problem, before any process starts."""
+    from seedlings.inference import ONNX_FILES, load_metadata, resolve_model_dir, verify_file
+
+    model_dir = resolve_model_dir(settings.model_dir)
+    meta = load_metadata(model_dir)
+    onnx_name = ONNX_FILES[settings.precision]
+    if not (model_dir / onnx_name).is_file():
+        how = "`seedlings export RUN" + (" --precision int8`" if settings.precision == "int8" else "`")
+        raise SeedlingsError(f"{model_dir}: no {onnx_name}; the service runs ONNX models only: {how}")
+    verify_file(model_dir, onnx_name, meta)
+    return str(model_dir.resolve())
+
+
+def cmd_serve(args) -> int:
+    settings = build_settings(args)
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise missing_extra("serve", "uvicorn") from exc
+    settings = settings.model_copy(update={"model_dir": check_model(settings)})
+    os.environ.update(settings.to_env())  # workers rebuild the same settings from these
+    metrics_dir = _multiprocess_metrics(settings.workers)
+    from seedlings.serving.logs import log_config
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; handled here, the process exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run("seedlings.serving.app:create_app_from_env", factory=True, host=settings.host,
+                    port=settings.port, workers=settings.workers, log_config=log_config(settings.json_logs,
+                                                                                        settings.log_level),
+                    timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _multiprocess_metrics(workers: int) -> str | None:
+    """With several workers, share Prometheus metrics through files so /metrics sums them all."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="seedlings-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m seedlings.serving.cli``: the serve command alone, until it is wired into ``seedlings``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="seedlings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict = {}
+    add_serve_command(sub, commands)
+    args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return commands["serve"](args)
+    except SeedlingsError as exc:
+        print(f"seedlings serve: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

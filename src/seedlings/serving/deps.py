@@ -1,0 +1,66 @@
+"""Request dependencies shared by the routers: the ready predictor, the bearer token, body limits."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from seedlings.serving.errors import ApiError, BodyTooLarge, body_too_large_message, error_response
+from seedlings.serving.predictor import Predictor
+
+
+def ready_predictor(request: Request) -> Predictor:
+    """The predictor, or 503 while the model is still loading (or the server is shutting down)."""
+    predictor = getattr(request.app.state, "predictor", None)
+    if predictor is None or not predictor.ready:
+        raise ApiError(503, "not_ready", "the model is still loading; retry in a few seconds",
+                       {"Retry-After": "1"})
+    return predictor
+
+
+def check_token(request: Request) -> None:
+    """When ``SEEDLINGS_API_TOKEN`` is set, prediction endpoints need ``Authorization: Bearer <token>``."""
+    token = request.app.state.settings.token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "this server needs 'Authorization: Bearer <token>' "
+                       "(the token is in SEEDLINGS_API_TOKEN on the server)", {"WWW-Authenticate": "Bearer"})
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while streaming.
+
+    Checking as bytes arrive (not after buffering) means a chunked upload of any size costs
+    at most ``limit`` bytes of memory before it gets its 413.
+    """
+
+    def __init__(self, app, limit: int, metrics):
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            self.metrics.rejected.labels("body_too_large").inc()
+            await error_response(413, "body_too_large", body_too_large_message(self.limit),
+                                 {"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,126 @@
+"""Every error the service returns has one shape: ``{"error": {"code", "message"}}``.
+
+Clients switch on ``code`` (stable, machine-readable) and show ``message`` (for people:
+what was wrong and what to do). Handlers here turn FastAPI's, Starlette's and our own
+exceptions into that shape, so no route can leak a framework-specific body or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seedlings.errors import ImageError
+from seedlings.serving.predictor import InferenceTimeout, Overloaded
+
+log = logging.getLogger("seedlings.serving")
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout",
+              413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+              429: "too_many_requests", 503: "unavailable"}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI ``responses`` entries for the given error statuses (clients and schemathesis read them)."""
+    return {s: {"model": ErrorBody, "description": HTTP_CODES.get(s, "error")} for s in statuses}
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised anywhere in a route."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class BodyTooLarge(Exception):
+    """Raised while reading a request body that passed the size limit."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is over the limit of {limit:,} bytes")
+        self.limit = limit
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def body_too_large_message(limit: int) -> str:
+    return (f"the request body is over the limit of {limit / 1e6:.1f} MB; send a smaller photo "
+            "(seedling photos work well at 1,000 px or less) or fewer files per request")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request is not valid"
+
+
+async def _api_error(request: Request, exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _image_error(request: Request, exc: ImageError):
+    request.app.state.metrics.rejected.labels(exc.code).inc()
+    where = f"{exc.path}: " if exc.path else ""
+    return error_response(422, exc.code, f"{where}{exc.reason}")
+
+
+async def _too_large(request: Request, exc: BodyTooLarge):
+    request.app.state.metrics.rejected.labels("body_too_large").inc()
+    return error_response(413, "body_too_large", body_too_large_message(exc.limit))
+
+
+async def _overloaded(request: Request, exc: Overloaded):
+    request.app.state.metrics.rejected.labels("overloaded").inc()
+    return error_response(503, "overloaded", f"{exc}; retry after {exc.retry_after}s",
+                          {"Retry-After": str(exc.retry_after)})
+
+
+async def _timeout(request: Request, exc: InferenceTimeout):
+    return error_response(503, "timeout", f"{exc}; the server is overloaded, retry later",
+                          {"Retry-After": "5"})
+
+
+async def _validation(request: Request, exc: RequestValidationError):
+    return error_response(422, "invalid_request", _validation_message(exc))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    code = HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = f"{request.url.path}: no such endpoint or model (see /docs)"
+    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "the server failed on this request; it has been logged")
+
+
+HANDLERS = {ApiError: _api_error, ImageError: _image_error, BodyTooLarge: _too_large,
+            Overloaded: _overloaded, InferenceTimeout: _timeout, RequestValidationError: _validation,
+            StarletteHTTPException: _http_error, Exception: _unexpected}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for cls, handler in HANDLERS.items():
+        app.add_exception_handler(cls, handler)

@@ -1,0 +1,79 @@
+"""Service settings: defaults, then ``SEEDLINGS_*`` environment variables, then ``serve`` flags.
+
+Environment variables because they map one-to-one onto a Kubernetes ConfigMap, and because
+``--workers N`` starts fresh processes that can only inherit settings through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from seedlings.images import DEFAULT_MAX_PIXELS
+
+ENV_PREFIX = "SEEDLINGS_"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field is also ``SEEDLINGS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    model_dir: str | None = Field(None, description="exported model folder; empty: the packaged default")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes, each with its own model")
+    precision: Literal["fp32", "int8"] = "fp32"
+    tta: bool = Field(False, description="default for the tta query parameter (8 views, ~8x the work)")
+    top_k: int = Field(5, ge=1, description="default number of species in top_k")
+    batching: bool = Field(True, description="micro-batch concurrent requests; off: one image per run")
+    max_batch: int = Field(16, ge=1, le=1024)
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest wait for a batch to fill, "
+                                                                    "counted from its first request")
+    queue_size: int = Field(256, ge=1, description="images waiting for inference; beyond it 503")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=64, description="per image, checked before decoding")
+    max_files: int = Field(32, ge=1, description="images per request")
+    api_token: SecretStr | None = Field(None, description="when set, prediction endpoints need "
+                                                            "'Authorization: Bearer <token>'")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; '*' for any")
+    request_timeout_s: float = Field(30.0, gt=0)
+    json_logs: bool = False
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per worker; "
+                                                        "default: CPUs divided by workers")
+
+    @field_validator("model_dir", "api_token", "threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """``SEEDLINGS_API_TOKEN=`` in a ConfigMap means "no token", not "the empty token"."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token else None
+
+    def inference_threads(self) -> int:
+        """Share the CPUs between worker processes so N workers do not fight over N×cores threads."""
+        if self.threads:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``SEEDLINGS_*`` variables, for worker processes to rebuild them."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env

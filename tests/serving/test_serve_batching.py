@@ -1,0 +1,158 @@
+"""Micro-batching: the wait timer starts at the first queued request, full batches go at once,
+a full queue answers 503 + Retry-After, timeouts free the caller, and batching off means batch 1."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+import time
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+from tests.serving.conftest import png_bytes, wait_for_queue_depth
+
+from seedlings.serving.metrics import Metrics
+from seedlings.serving.predictor import InferenceTimeout, Overloaded, Predictor
+from seedlings.serving.settings import Settings
+
+
+class StubModel:
+    """Stands in for the ONNX model: records each batch and when it ran."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.batches: list[tuple[float, int]] = []
+        self.spec = SimpleNamespace(image_size=8)
+        self.name, self.version, self.backend_name, self.precision = "stub", "1", "stub", "fp32"
+
+    def probabilities(self, images, tta=False, batch_size=64):
+        time.sleep(self.delay)
+        self.batches.append((time.monotonic(), len(images)))
+        return np.tile(np.array([[0.7, 0.2, 0.1]]), (len(images), 1))
+
+
+def run_with_predictor(settings: Settings, scenario, delay: float = 0.0):
+    """Start a predictor on a stub model, run ``scenario(predictor)``, stop it; returns (result, model)."""
+    model = StubModel(delay)
+
+    async def main():
+        predictor = Predictor(model, settings, Metrics())
+        await predictor.start()
+        model.batches.clear()  # forget the warm-up runs
+        try:
+            return await scenario(predictor)
+        finally:
+            await predictor.stop()
+
+    return asyncio.run(main()), model
+
+
+IMAGE = np.zeros((8, 8, 3), np.uint8)
+
+
+def test_wait_timer_starts_at_first_request():
+    """The second request rides in the first one's window: the batch runs one max_wait after the first."""
+    async def scenario(p):
+        first = asyncio.create_task(p.probabilities([IMAGE], False))
+        await asyncio.sleep(0.02)
+        first_queued = p._queue[0].queued_at if p._queue else None
+        await asyncio.sleep(0.5)
+        second_queued = asyncio.get_running_loop().time()
+        await asyncio.gather(first, p.probabilities([IMAGE], False))
+        return first_queued, second_queued
+
+    settings = Settings(max_batch=8, max_wait_ms=1000)
+    (first_queued, second_queued), model = run_with_predictor(settings, scenario)
+    assert first_queued is not None and [n for _, n in model.batches] == [2]  # one batch for both
+    (ran_at, _), = model.batches
+    # Loop time and time.monotonic() share a clock on Linux; the batch ran ~1 s after the first request,
+    # i.e. ~0.5 s after the second (a timer restarted by the second would make it ≥ 1 s).
+    assert ran_at - second_queued < 0.95
+    assert ran_at - first_queued >= 0.95
+
+
+def test_full_batch_runs_without_waiting():
+    async def scenario(p):
+        started = time.monotonic()
+        await p.probabilities([IMAGE] * 4, False)
+        return time.monotonic() - started
+
+    waited, model = run_with_predictor(Settings(max_batch=4, max_wait_ms=5000), scenario)
+    assert waited < 1.0 and [n for _, n in model.batches] == [4]
+
+
+def test_full_queue_is_refused_with_retry_after():
+    async def scenario(p):
+        pending = asyncio.create_task(p.probabilities([IMAGE] * 2, False))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as refused:
+            await p.probabilities([IMAGE], False)
+        await pending
+        return refused.value.retry_after
+
+    retry_after, _ = run_with_predictor(Settings(max_batch=8, max_wait_ms=1000, queue_size=2), scenario)
+    assert retry_after >= 1
+
+
+def test_timeout_frees_the_caller_and_the_worker_goes_on():
+    async def scenario(p):
+        with pytest.raises(InferenceTimeout):
+            await p.probabilities([IMAGE], False)
+        p.settings = p.settings.model_copy(update={"request_timeout_s": 5.0})
+        return await p.probabilities([IMAGE], False)
+
+    probs, _ = run_with_predictor(Settings(max_wait_ms=0, request_timeout_s=0.1), scenario, delay=0.3)
+    assert probs.shape == (1, 3)
+
+
+def test_batching_off_runs_one_image_at_a_time():
+    async def scenario(p):
+        await asyncio.gather(*(p.probabilities([IMAGE], False) for _ in range(5)))
+
+    _, model = run_with_predictor(Settings(batching=False, max_wait_ms=100), scenario)
+    assert [n for _, n in model.batches] == [1] * 5
+
+
+def test_tta_and_plain_requests_share_a_batch_window():
+    async def scenario(p):
+        return await asyncio.gather(p.probabilities([IMAGE], True), p.probabilities([IMAGE] * 2, False))
+
+    (tta, plain), model = run_with_predictor(Settings(max_wait_ms=50), scenario)
+    assert tta.shape == (1, 3) and plain.shape == (2, 3)
+    assert sorted(n for _, n in model.batches) == [1, 2]
+
+
+def batch_stats(metrics_text: str) -> tuple[float, float]:
+    count = float(re.search(r"^seedlings_batch_size_count (\S+)", metrics_text, re.M).group(1))
+    total = float(re.search(r"^seedlings_batch_size_sum (\S+)", metrics_text, re.M).group(1))
+    return count, total
+
+
+def test_concurrent_http_requests_are_batched(start_server):
+    srv = start_server("--max-wait-ms", "2000", "--max-batch", "8")
+    data = png_bytes()
+
+    def post(_):
+        return httpx.post(srv.url + "/v1/predict", content=data, headers={"Content-Type": "image/png"},
+                          timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(post, range(8))) == {200}
+    count, total = batch_stats(httpx.get(srv.url + "/metrics").text)
+    assert total / count > 1.5, "8 concurrent requests should share batches"
+
+
+def test_full_queue_answers_503_over_http(start_server):
+    srv = start_server("--queue-size", "1", "--max-wait-ms", "5000", "--max-batch", "64")
+    data = png_bytes()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, srv.url + "/v1/predict", content=data,
+                            headers={"Content-Type": "image/png"}, timeout=60)
+        wait_for_queue_depth(srv.url, 1)  # the first image now sits in the queue for ~5 s
+        refused = httpx.post(srv.url + "/v1/predict", content=data, headers={"Content-Type": "image/png"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert first.result().status_code == 200
