@@ -70,6 +70,8 @@ def train(config: TrainConfig | dict | None = None, resume: bool = False, progre
     if isinstance(config, dict) or config is None:
         config = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {}), **overrides})
     cfg = config.validate()
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = True  # torchrun restarted the workers after a failure: continue, never start over
     env = D.setup()
     try:
         return _train(cfg, env, resume, progress and env.is_main)

