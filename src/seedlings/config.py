@@ -101,16 +101,17 @@ class TrainConfig:
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, flag: str = "--config") -> dict:
+    """A YAML mapping from a user's file, or an error that names the flag, the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise SeedlingsError(f"--config {path}: no such file")
+        raise SeedlingsError(f"{flag} {path}: no such file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise SeedlingsError(f"--config {path}: not valid YAML ({exc})") from exc
+        raise SeedlingsError(f"{flag} {path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
-        raise SeedlingsError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+        raise SeedlingsError(f"{flag} {path}: expected a mapping of settings, got {type(data).__name__}")
     return data
 
 

@@ -226,15 +226,9 @@ def compare(runs_dir: str, out: str | None = None, file=None) -> int:
 
 def load_experiment(path: str, index: int) -> dict:
     """Experiment ``index`` of a sweep file, merged over its defaults."""
-    import yaml
+    from seedlings.config import load_yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--experiments {path}: no such file")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SeedlingsError(f"--experiments {path}: not valid YAML ({exc})") from exc
+    doc = load_yaml(path, "--experiments")
     experiments = doc.get("experiments") if isinstance(doc, dict) else None
     if not isinstance(experiments, list) or not all(isinstance(e, dict) for e in experiments):
         raise SeedlingsError(
