@@ -89,3 +89,32 @@ def test_tampered_model_is_refused(exported_model, tmp_path):
         fh.write(b"\x00\x01\x02")
     with pytest.raises(SeedlingsError, match="sha256.*Refusing"):
         load_model(copy)
+
+
+def test_folders_from_another_version_are_refused(trained_run, tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from seedlings import SeedlingsError, load_model
+    from seedlings.models.checkpoint import load_checkpoint
+
+    old = tmp_path / "old-run"
+    shutil.copytree(trained_run, old)
+    meta = json.loads((old / "model.json").read_text())
+    meta["format"], meta["seedlings_version"] = 99, "9.9.9"
+    (old / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(SeedlingsError, match="model format 99.*seedlings 9.9.9.*re-export"):
+        load_model(old)
+    ckpt = old / "checkpoint.safetensors"
+    with safe_open(str(ckpt), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        info = json.loads(fh.metadata()["info"])
+    info["format"] = 99
+    save_file(tensors, str(ckpt), metadata={"info": json.dumps(info)})
+    with pytest.raises(SeedlingsError, match="checkpoint format 99.*cannot be resumed"):
+        load_checkpoint(ckpt)
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(SeedlingsError, match="unreadable"):
+        load_checkpoint(ckpt)
