@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from seedlings.errors import ImageError, SeedlingsError, UsageError
+from seedlings.errors import ImageError, UsageError
 
 MODEL_HELP = "model folder (exported) or finished run folder; default: the model shipped in the package"
 
@@ -53,57 +53,48 @@ def _add_predict(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
 
 
-def _predict_all(model, paths, top_k, tta):
-    """Predictions in input order; unreadable files become error rows instead of stopping the run."""
+def _predict_all(model, paths, top_k, tta) -> list[dict]:
+    """One row per image, in input order; unreadable files become error rows instead of stopping the run."""
     import numpy as np
 
     from seedlings.inference import expand_inputs
 
-    results, arrays, slots = [], [], []
+    rows: list[dict | None] = []
+    pending: list[tuple[int, np.ndarray]] = []  # (row index, prepared image) waiting for the model
+
+    def flush() -> None:
+        if pending:
+            probs = model.probabilities(np.stack([arr for _, arr in pending]), tta=tta)
+            for (slot, _), pred in zip(pending, model.to_predictions(probs, top_k)):
+                pred.file = rows[slot]["file"]
+                rows[slot] = pred.to_dict()
+            pending.clear()
+
     for path in paths:
         try:
             items = expand_inputs(path)
         except ImageError as exc:
-            results.append({"file": str(path), "error": exc.reason})
+            rows.append({"file": str(path), "error": exc.reason})
             continue
         for source, label in items:
             try:
-                arrays.append(model.prepare(source, label))
-                slots.append(len(results))
-                results.append(None)
+                pending.append((len(rows), model.prepare(source, label)))
+                rows.append({"file": label})
             except ImageError as exc:
-                results.append({"file": label, "error": exc.reason})
-        if len(arrays) >= 64:
-            _flush(model, arrays, slots, results, paths, top_k, tta, np)
-    _flush(model, arrays, slots, results, paths, top_k, tta, np)
-    return results
-
-
-def _flush(model, arrays, slots, results, paths, top_k, tta, np) -> None:
-    if not arrays:
-        return
-    probs = model.probabilities(np.stack(arrays), tta=tta)
-    for slot, pred in zip(slots, model.to_predictions(probs, top_k)):
-        results[slot] = pred
-    arrays.clear()
-    slots.clear()
+                rows.append({"file": label, "error": exc.reason})
+            if len(pending) >= 64:
+                flush()
+    flush()
+    return rows
 
 
 def cmd_predict(args) -> int:
-    from seedlings.inference import expand_inputs, load_model
+    from seedlings.inference import load_model
 
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be ≥ 1")
     model = load_model(args.model, precision=args.precision)
-    results = _predict_all(model, args.paths, args.top_k, args.tta)
-    labels = [label for p in args.paths for _, label in _safe_expand(expand_inputs, p)]
-    rows = []
-    for res, label in zip(results, labels):
-        if isinstance(res, dict):
-            rows.append(res)
-        else:
-            res.file = label
-            rows.append(res.to_dict())
+    rows = _predict_all(model, args.paths, args.top_k, args.tta)
     _print_predictions(rows, args.format)
     if args.kaggle_csv:
         _write_kaggle(rows, Path(args.kaggle_csv))
@@ -111,13 +102,6 @@ def cmd_predict(args) -> int:
     for r in failed:
         print(f"seedlings predict: {r['file']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _safe_expand(expand, path):
-    try:
-        return expand(path)
-    except ImageError:
-        return [(None, str(path))]
 
 
 def _print_predictions(rows: list[dict], fmt: str) -> None:
@@ -199,5 +183,3 @@ def _add_optional(sub, commands: dict) -> None:
     if add_runs_command is not None:
         add_runs_command(sub, commands)
 
-
-__all__ = ["add_commands", "SeedlingsError"]

@@ -95,7 +95,7 @@ def _model_for(request, tmp: Path) -> tuple[list[str], list[str]]:
     trained_run = request.getfixturevalue("trained_run")  # trains only when there is no default model
     out = tmp / "model"
     proc = subprocess.run(
-        [sys.executable, "-m", "seedlings.export.onnx", str(trained_run), str(out)],
+        [sys.executable, "-m", "seedlings", "export", str(trained_run), "--out", str(out)],
         capture_output=True,
         text=True,
         env=child_env(),

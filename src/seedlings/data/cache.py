@@ -199,11 +199,11 @@ def _write_arrays(index, stats, tmp: Path, image_size, interpolation, progress) 
 
 
 def _move_into_place(tmp: Path, cache_dir: Path) -> None:
+    """Rename the finished build into place, replacing a stale cache (or a concurrent twin's)."""
     try:
-        os.replace(tmp, cache_dir) if not cache_dir.exists() else None
-        if tmp.exists():  # another process finished first, or a stale cache is in the way
+        if cache_dir.exists():
             shutil.rmtree(cache_dir, ignore_errors=True)
-            os.replace(tmp, cache_dir)
+        os.replace(tmp, cache_dir)
     except OSError as exc:
         if not (cache_dir / "manifest.json").exists():
             raise SeedlingsError(f"{cache_dir}: cannot write the cache ({exc}); "

@@ -7,7 +7,6 @@ Parity: the exported model must give the same probabilities as PyTorch on real i
 from __future__ import annotations
 
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -125,7 +124,3 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         raise SeedlingsError(f"--out {out}: exists and is not a model folder; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    export_run(sys.argv[1], sys.argv[2])
