@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import numpy as np
@@ -93,7 +95,6 @@ def test_openapi_docs_and_page(client):
     spec = client.get("/openapi.json").json()
     for path in ("/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/v2/models/{name}/infer"):
         assert path in spec["paths"], path
-    assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -103,6 +104,31 @@ def test_openapi_docs_and_page(client):
         r = client.get(asset)
         assert r.status_code == 200 and "https://" not in r.text, asset
     assert set(client.get("/static/species.json").json()) >= set(client.get("/v1/model").json()["classes"])
+
+
+def test_docs_are_served_offline(client, server):
+    """/docs is Swagger UI from the package: no outside host in the page, every file it names is served."""
+    r = client.get("/docs")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    html = r.text
+    assert "swagger-ui" in html
+    referenced = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    referenced += re.findall(r"""url:\s*["']([^"']+)["']""", html)  # the OpenAPI spec Swagger UI loads
+    assert len(referenced) >= 4, referenced  # the script, the stylesheet, the icon, the spec
+    outside = [u for u in re.findall(r"(?:https?:)?//[\w.-]+", html)]
+    assert not outside, f"/docs names outside hosts: {outside}"
+    for ref in referenced:
+        url = urljoin(server.url + "/docs", ref)
+        assert urlsplit(url).netloc == urlsplit(server.url).netloc, ref
+        asset = httpx.get(url, timeout=30)
+        assert asset.status_code == 200 and asset.content, (ref, asset.status_code)
+    assert "validatorUrl" in html and '"validatorUrl": null' in html  # no badge from validator.swagger.io
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "connect-src 'self'" in csp
+    bundle = client.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert "javascript" in bundle.headers["content-type"] and len(bundle.content) > 500_000
+    assert client.get("/static/swagger-ui/LICENSE").status_code == 200  # Apache-2.0 travels with the files
+    assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN; it is not offered
 
 
 @pytest.mark.parametrize(("method", "path", "status", "code"), [

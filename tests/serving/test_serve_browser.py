@@ -74,3 +74,31 @@ def test_several_files_and_keyboard(page):
     assert page.locator(".card").count() == 3
     page.click("#clear")
     assert page.locator(".card").count() == 0
+
+
+def test_docs_render_with_the_network_cut_off(browser, server):
+    """/docs lists the operations while every request to another host is aborted (an offline machine)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    blocked, failed, problems = [], [], []
+
+    def route(r):
+        if r.request.url.startswith(server.url + "/"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    pg = context.new_page()
+    pg.on("pageerror", lambda exc: problems.append(str(exc)))
+    pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    pg.on("requestfailed", lambda req: failed.append(req.url))
+    pg.goto(server.url + "/docs")
+    pg.locator(".opblock-summary-path", has_text="/v1/predict").first.wait_for(timeout=60_000)
+    pg.locator(".opblock-summary-path", has_text="/v2/models/{name}/infer").first.wait_for(timeout=10_000)
+    assert pg.locator(".opblock").count() >= 10
+    assert pg.locator(".swagger-ui .info .title").inner_text().startswith("seedlings")
+    context.close()
+    assert not blocked, f"/docs tried to reach outside hosts: {blocked}"
+    assert not failed, f"requests failed: {failed}"
+    assert not problems, problems

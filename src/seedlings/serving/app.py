@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -34,6 +35,16 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# /docs: Swagger UI from the package (static/swagger-ui), never a CDN. FastAPI's page starts
+# Swagger UI with an inline script and Swagger UI sets inline styles, hence 'unsafe-inline';
+# everything else, fetches included, stays on this server.
+DOCS_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+SWAGGER_UI = "/static/swagger-ui"
 
 
 @asynccontextmanager
@@ -55,7 +66,7 @@ async def lifespan(app: FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: from ``SEEDLINGS_*`` environment variables)."""
     settings = settings or Settings()
-    app = FastAPI(title="seedlings", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="seedlings", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Identify plant seedlings from photos. Errors are always "
                               '`{"error": {"code", "message"}}` with a 4xx (or 503) status.')
     app.state.settings = settings
@@ -66,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2_router)
     _add_operational_routes(app)
     _add_page(app)
+    _add_docs(app)
     # Added innermost first: metrics see every response, including CORS preflights and 413s.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics)
     if settings.cors_origin_list:
@@ -110,3 +122,20 @@ def _add_page(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_docs(app: FastAPI) -> None:
+    """OpenAPI reference at /docs that works offline: Swagger UI's files are served by the app."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy that strips a prefix
+        html = get_swagger_ui_html(
+            openapi_url=root + app.openapi_url, title=f"{app.title} API",
+            swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+            # Swagger UI would otherwise show a badge image fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None})
+        html.headers.update(DOCS_HEADERS)
+        return html
