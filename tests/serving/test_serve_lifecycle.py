@@ -65,7 +65,7 @@ def test_corrupt_model_file_is_refused(model_dir, tmp_path):
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(start_server):
-    srv = start_server("--max-wait-ms", "5000", "--max-batch", "64")
+    srv = start_server("--max-wait-ms", "5000", "--max-batch", "64", "--no-idle-dispatch")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         in_flight = [pool.submit(httpx.post, srv.url + "/v1/predict", content=png_bytes(),
                                  headers={"Content-Type": "image/png"}, timeout=60) for _ in range(2)]

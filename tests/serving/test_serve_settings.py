@@ -23,17 +23,19 @@ def test_environment_then_flags(monkeypatch):
     monkeypatch.setenv("SEEDLINGS_MAX_BATCH", "4")
     monkeypatch.setenv("SEEDLINGS_CORS_ORIGINS", "https://a.example, https://b.example")
     monkeypatch.setenv("SEEDLINGS_API_TOKEN", "")
-    args, commands = parse("--port", "9001", "--no-batching", "--tta")
+    monkeypatch.setenv("SEEDLINGS_IDLE_DISPATCH", "true")
+    args, commands = parse("--port", "9001", "--no-batching", "--tta", "--no-idle-dispatch")
     assert callable(commands["serve"])
     s = build_settings(args)
-    assert (s.port, s.max_batch, s.batching, s.tta) == (9001, 4, False, True)
+    assert (s.port, s.max_batch, s.batching, s.tta, s.idle_dispatch) == (9001, 4, False, True, False)
     assert s.cors_origin_list == ["https://a.example", "https://b.example"]
     assert s.token is None and s.max_body_bytes == 10 * 1024 * 1024
 
 
 def test_settings_round_trip_through_the_environment(monkeypatch):
     """--workers N processes rebuild their settings from the variables the parent exported."""
-    s = Settings(port=1234, precision="int8", api_token="t", json_logs=True, max_wait_ms=2.5, threads=3)
+    s = Settings(port=1234, precision="int8", api_token="t", json_logs=True, max_wait_ms=2.5, threads=3,
+                 idle_dispatch=False)
     for key, value in s.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == s

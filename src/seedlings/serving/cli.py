@@ -16,8 +16,8 @@ from seedlings.errors import SeedlingsError, missing_extra
 
 # flag → Settings field, for flags that were given (None means "not given": keep env/default)
 FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_k", "batching", "max_batch",
-               "max_wait_ms", "queue_size", "max_body_bytes", "max_pixels", "max_files", "cors_origins",
-               "request_timeout_s", "json_logs", "log_level", "threads")
+               "max_wait_ms", "idle_dispatch", "queue_size", "max_body_bytes", "max_pixels", "max_files",
+               "cors_origins", "request_timeout_s", "json_logs", "log_level", "threads")
 
 
 def add_serve_command(sub, commands: dict) -> None:
@@ -37,7 +37,10 @@ def add_serve_command(sub, commands: dict) -> None:
                    help="run each image on its own (for comparison)")
     p.add_argument("--max-batch", type=int, dest="max_batch", help="images per model run (16)")
     p.add_argument("--max-wait-ms", type=float, dest="max_wait_ms",
-                   help="longest wait for a batch to fill (5)")
+                   help="longest wait for a batch to fill, from its first image (5)")
+    p.add_argument("--no-idle-dispatch", action="store_false", dest="idle_dispatch", default=None,
+                   help="make a request that finds the model idle wait --max-wait-ms for company too "
+                        "(by default it runs at once; the wait applies to images queued behind a busy model)")
     p.add_argument("--queue-size", type=int, dest="queue_size", help="waiting images before 503 (256)")
     p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit (10 MB)")
     p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(16, ge=1, le=1024)
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest wait for a batch to fill, "
                                                                     "counted from its first request")
+    idle_dispatch: bool = Field(True, description="an image that finds the model idle runs at once; "
+                                                  "off: every batch waits up to max_wait_ms to fill")
     queue_size: int = Field(256, ge=1, description="images waiting for inference; beyond it 503")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=64, description="per image, checked before decoding")
