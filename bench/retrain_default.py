@@ -3,7 +3,7 @@
     python bench/retrain_default.py [--data DIR] [--out RUN_DIR]
 
 The recipe is the training defaults (`seedlings train --data DIR --out RUN`): resnet10t from
-scratch at 128 px; see docs/MODEL_CARD.md for the figures it gave.
+scratch at 64 px for 150 epochs; see docs/MODEL_CARD.md for the figures it gave.
 """
 
 from __future__ import annotations

@@ -42,14 +42,19 @@ def to_model_input(batch: torch.Tensor, spec: PreprocessSpec, channels_last: boo
 
 
 def augment(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """uint8 N×H×W×3 → augmented float N×3×H×W in [0, 1]."""
+    """uint8 N×H×W×3 → augmented float N×3×H×W in [0, 1], on the batch's device.
+
+    Random parameters come from ``generator`` on the CPU, so a run draws the same augmentations
+    whether the batch is warped on the CPU or on a GPU.
+    """
     x = batch.permute(0, 3, 1, 2).float().mul_(1 / 255)
     n = x.shape[0]
-    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    angle = rand(n) * 2 * math.pi if cfg.rotate else torch.zeros(n)
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    angle = rand(n) * 2 * math.pi if cfg.rotate else torch.zeros(n, device=x.device)
     scale = cfg.scale_min + rand(n) * (cfg.scale_max - cfg.scale_min)
-    flip_x = torch.where(rand(n) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
-    flip_y = torch.where(rand(n) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    ones = torch.ones(n, device=x.device)
+    flip_x = torch.where(rand(n) < 0.5, -ones, ones) if cfg.flip else ones
+    flip_y = torch.where(rand(n) < 0.5, -ones, ones) if cfg.flip else ones
     shift = (rand(n, 2) * 2 - 1) * cfg.translate * 2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip_x, -sin * flip_y, shift[:, 0]], 1),
@@ -74,7 +79,7 @@ def _colour_jitter(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, spec: PreprocessSpec, channels_last: bool) -> torch.Tensor:
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

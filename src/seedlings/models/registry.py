@@ -51,22 +51,25 @@ def _timm():
     return timm
 
 
-def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path | None = None):
+def create_model(name: str, num_classes: int, pretrained: bool = False, weights: str | Path | None = None,
+                 drop_path: float = 0.0):
     """A timm model with a fresh ``num_classes`` head.
 
     ``pretrained`` fetches ImageNet weights from the hub when reachable; ``weights`` loads a local
     safetensors file of the backbone (its classifier head is dropped). Without either: from scratch.
+    ``drop_path`` (stochastic depth) only acts in training mode; the weights are the same either way.
     """
     backbone = resolve_name(name)
     timm = _timm()
+    extra = {"drop_path_rate": drop_path} if drop_path else {}
     if weights is not None:
-        model = timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
+        model = timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes, **extra)
         _load_backbone_weights(model, Path(weights))
         return model
     if not pretrained:
-        return timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
+        return timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes, **extra)
     try:
-        return timm.create_model(backbone.timm_name, pretrained=True, num_classes=num_classes)
+        return timm.create_model(backbone.timm_name, pretrained=True, num_classes=num_classes, **extra)
     except Exception as exc:  # no network, no cache, hub errors: all mean "not available here"
         raise SeedlingsError(
             f"--pretrained: ImageNet weights for {backbone.name} ({backbone.timm_name}) are not available "

@@ -155,12 +155,12 @@ def _loader(cfg: TrainConfig, env, train: Subset, num_classes: int):
     return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=0, drop_last=drop_last)
 
 
-def _class_weights(cfg: TrainConfig, train: Subset, num_classes: int):
+def _class_weights(cfg: TrainConfig, train: Subset, num_classes: int, device: str):
     if cfg.balance != "loss":
         return None
     counts = np.bincount(train.labels[train.rows], minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Path:
@@ -177,7 +177,8 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     classes = data.classes
     spec = PreprocessSpec(image_size=cfg.image_size)
     precision = choose_precision(cfg.precision, env.device)
-    model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights)
+    model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
+                         drop_path=cfg.drop_path)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(env.device)
@@ -185,7 +186,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = _loader(cfg, env, train_set, len(classes))
     ctx = {"cfg": cfg, "spec": spec, "ema": ema, "precision": precision, "step": 0,
-           "class_weights": _class_weights(cfg, train_set, len(classes)),
+           "class_weights": _class_weights(cfg, train_set, len(classes), env.device),
            "total_steps": cfg.epochs * len(loader), "warmup_steps": int(cfg.warmup_epochs * len(loader)),
            "scaler": torch.amp.GradScaler(env.device.split(":")[0], enabled=precision == "fp16")}
     start_epoch, best = 0, {"f1_micro": -1.0, "epoch": -1}

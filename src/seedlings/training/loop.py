@@ -72,12 +72,13 @@ def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, adv
         lr = lr_at(step, ctx["total_steps"], ctx["warmup_steps"], cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = normalise(augment(batch, cfg.augment, gen), ctx["spec"], cfg.channels_last).to(env.device)
+        x = normalise(augment(batch.to(env.device, non_blocking=True), cfg.augment, gen), ctx["spec"],
+                      cfg.channels_last)
         labels = labels.to(env.device)
+        x, partner, lam = mix_batch(x, labels, cfg, gen)
         with autocast_context(ctx["precision"], env.device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), labels, weight=ctx["class_weights"],
-                                   label_smoothing=cfg.label_smoothing)
+            loss = lam * _loss(logits, labels, ctx) + (1 - lam) * _loss(logits, partner, ctx)
         optimizer.zero_grad(set_to_none=True)
         ctx["scaler"].scale(loss).backward()
         if cfg.grad_clip:
@@ -97,6 +98,35 @@ def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, adv
     all_reduce_sum(totals, env)
     return {"train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
             "lr": lr, "train_images_per_s": float(totals[2] / elapsed)}
+
+
+def _loss(logits, labels, ctx):
+    return F.cross_entropy(logits.float(), labels, weight=ctx["class_weights"],
+                           label_smoothing=ctx["cfg"].label_smoothing)
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg, gen: torch.Generator):
+    """Mixup or CutMix (one of them per batch when both are on): the mixed batch, the partner labels
+    and the weight λ of the original labels. λ = 1 (nothing mixed) when both are off."""
+    alphas = [a for a in (cfg.mixup, cfg.cutmix) if a > 0]
+    if not alphas:
+        return x, labels, 1.0
+    use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or torch.rand(1, generator=gen).item() < 0.5)
+    alpha = cfg.cutmix if use_cutmix else cfg.mixup
+    rng = np.random.default_rng(int(torch.randint(0, 1 << 62, (1,), generator=gen)))  # resumable: from gen
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    if not use_cutmix:
+        return x * lam + x[perm] * (1 - lam), labels[perm], lam
+    h, w = x.shape[2:]
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually pasted
+    return x, labels[perm], lam
 
 
 def _unwrap(model):

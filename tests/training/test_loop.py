@@ -1,0 +1,96 @@
+"""Pieces of the training step: mixup/CutMix, augmentation, stochastic depth, the LR schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from seedlings.config import AugmentConfig, TrainConfig
+from seedlings.data.torchdata import augment
+from seedlings.errors import UsageError
+from seedlings.models import create_model
+from seedlings.training.loop import lr_at, mix_batch
+
+
+def _batch(n=8, size=16):
+    """Image i is filled with the value i, so every output pixel says where it came from."""
+    return torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).clone()
+
+
+def test_mixing_off_returns_the_batch_untouched():
+    x, y = _batch(), torch.arange(8)
+    mixed, partner, lam = mix_batch(x, y, TrainConfig(), torch.Generator().manual_seed(0))
+    assert mixed is x and partner is y and lam == 1.0
+
+
+def test_mixup_blends_each_image_with_its_partner_by_lambda():
+    x, y = _batch(), torch.arange(8)
+    gen = torch.Generator().manual_seed(1)
+    mixed, partner, lam = mix_batch(x, y, TrainConfig(mixup=0.4), gen)
+    assert 0.0 <= lam <= 1.0
+    expected = lam * y.float() + (1 - lam) * partner.float()  # pixel value = label here
+    assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
+    assert sorted(partner.tolist()) == list(range(8))  # a permutation of the batch
+
+
+def test_cutmix_pastes_one_box_and_lambda_is_the_area_kept():
+    x, y = _batch(size=32), torch.arange(8)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        mixed, partner, lam = mix_batch(x, y, TrainConfig(cutmix=1.0), gen)
+        for i in range(8):
+            own = (mixed[i, 0] == y[i]).float().mean().item()
+            if partner[i] != y[i]:
+                assert own == pytest.approx(lam, abs=1e-6)
+                assert ((mixed[i, 0] == y[i]) | (mixed[i, 0] == partner[i])).all()
+
+
+def test_mixing_is_reproducible_from_the_generator():
+    x, y = _batch(), torch.arange(8)
+    cfg = TrainConfig(mixup=0.2, cutmix=1.0)
+    a = [mix_batch(x, y, cfg, torch.Generator().manual_seed(7))[2] for _ in range(2)]
+    assert a[0] == a[1]
+
+
+@pytest.mark.parametrize("field,value", [("mixup", -1.0), ("cutmix", -0.5), ("drop_path", 1.0)])
+def test_bad_regularisation_settings_are_refused(field, value):
+    with pytest.raises(UsageError, match=field.replace("_", "-")):
+        TrainConfig(data="d", out="o", **{field: value}).validate()
+
+
+def test_drop_path_only_acts_in_training_mode():
+    torch.manual_seed(0)
+    model = create_model("resnet10t", 3, drop_path=0.5)
+    with torch.no_grad():  # residual branches start at zero (zero-init BN): give them weight to drop
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    plain = create_model("resnet10t", 3)
+    plain.load_state_dict(model.state_dict())  # same weights: stochastic depth adds no parameters
+    x = torch.randn(16, 3, 32, 32)
+    model.eval(), plain.eval()
+    assert torch.allclose(model(x), plain(x), atol=1e-6)
+    model.train()
+    outs = [model(x) for _ in range(4)]
+    assert not all(torch.allclose(outs[0], o) for o in outs[1:])
+
+
+def test_augmentation_draws_are_the_same_whatever_the_device():
+    """Parameters come from the CPU generator: a GPU run augments exactly as a CPU run would."""
+    batch = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
+    a = augment(batch, AugmentConfig(), torch.Generator().manual_seed(5))
+    b = augment(batch, AugmentConfig(), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.device == batch.device and a.shape == (4, 3, 24, 24)
+    if torch.cuda.is_available():
+        c = augment(batch.cuda(), AugmentConfig(), torch.Generator().manual_seed(5))
+        assert c.device.type == "cuda" and torch.allclose(a, c.cpu(), atol=1e-4)
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    base = 1e-3
+    assert lr_at(0, 100, 10, base) == pytest.approx(base / 10)
+    assert lr_at(9, 100, 10, base) == pytest.approx(base)
+    assert lr_at(100, 100, 10, base) == pytest.approx(base * 0.01)
+    mid = lr_at(55, 100, 10, base)
+    assert mid == pytest.approx(base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5))))
