@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -44,9 +46,83 @@ def setup() -> DistEnv:
     if cuda:
         torch.cuda.set_device(local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(minutes=30)
+        store = round_store(rank, world, timeout)
+        if store is None:
+            dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
+        else:
+            dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout, store=store,
+                                    rank=rank, world_size=world)
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+# Keys of the handshake in torchrun's shared store; the process group's own keys go under ROUND/<token>.
+HELLO, WELCOME, ACK, ROUND = "seedlings/hello", "seedlings/welcome", "seedlings/ack", "seedlings/round"
+
+
+def round_store(rank: int, world: int, timeout: datetime.timedelta):
+    """The store for this round of workers: a key space that no earlier round wrote to; None for env://.
+
+    Why: with `--rdzv-backend c10d`, torchrun's agent (TORCHELASTIC_USE_AGENT_STORE=True) hands every
+    round of workers the same TCPStore for the whole job, and the process group's keys (each rank's
+    gloo/nccl address) carry no round. After torchrun restarts the workers, a new worker can read the
+    address its dead peer left there, fail to connect and cost one more restart, so `--max-restarts 1`
+    is not enough to survive one failure (pytorch/pytorch#135712; TORCHELASTIC_RESTART_COUNT is per
+    node, so it cannot name the round either). Rank 0 draws a fresh token and hands it to each rank in
+    reply to a nonce that rank has just drawn, so a key left by a dead process is never taken for a
+    live one. Without the agent's store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, other launchers) rank 0
+    hosts a new store each round and env:// is safe as it is.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    shared = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                           is_master=False, timeout=timeout)
+    deadline = time.monotonic() + timeout.total_seconds()
+    token = _give_token(shared, world, deadline) if rank == 0 else _take_token(shared, rank, deadline)
+    return dist.PrefixStore(f"{ROUND}/{token}", shared)
+
+
+def _give_token(store, world: int, deadline: float) -> str:
+    """Rank 0: answer every rank's latest nonce with a new token until each has acknowledged it."""
+    token = uuid.uuid4().hex
+    answered: dict[int, bytes] = {}
+    waiting = set(range(1, world))
+    for pause in _pauses(deadline, "every rank to join the process group"):
+        for r in sorted(waiting):
+            if store.check([f"{ACK}/{token}/{r}"]):
+                waiting.discard(r)
+            elif store.check([f"{HELLO}/{r}"]):
+                nonce = store.get(f"{HELLO}/{r}")
+                if answered.get(r) != nonce:  # a new process of rank r (or a stale key: answering costs nothing)
+                    store.set(f"{WELCOME}/{r}", nonce + b" " + token.encode())
+                    answered[r] = nonce
+        if not waiting:
+            return token
+        time.sleep(pause)
+    raise AssertionError("unreachable")  # _pauses raises at the deadline
+
+
+def _take_token(store, rank: int, deadline: float) -> str:
+    """Rank r > 0: announce a fresh nonce; the token is the one rank 0 sends back with that nonce."""
+    nonce = uuid.uuid4().hex.encode()
+    store.set(f"{HELLO}/{rank}", nonce)
+    for pause in _pauses(deadline, "rank 0 to start this round"):
+        if store.check([f"{WELCOME}/{rank}"]):
+            echoed, _, token = store.get(f"{WELCOME}/{rank}").partition(b" ")
+            if echoed == nonce:
+                store.set(f"{ACK}/{token.decode()}/{rank}", b"1")
+                return token.decode()
+        time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _pauses(deadline: float, what: str):
+    """Polling intervals, 10 ms growing to 0.5 s, until the deadline; then a clear error."""
+    pause = 0.01
+    while time.monotonic() < deadline:
+        yield pause
+        pause = min(0.5, pause * 1.5)
+    raise TimeoutError(f"torch.distributed: timed out waiting for {what}")
 
 
 def cleanup() -> None:
