@@ -158,6 +158,12 @@ def test_token_cors_and_limits(start_server):
         ok = c.post("/v1/predict", content=body["content"],
                     headers={**body["headers"], "Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
+        model = c.get("/v1/model").json()["name"]
+        tensor = {"name": "image", "datatype": "UINT8", "shape": [8, 8, 3], "data": [0] * 192}
+        v2 = c.post(f"/v2/models/{model}/infer", json={"inputs": [tensor]})
+        assert v2.status_code == 401 and v2.json()["error"]["code"] == "unauthorized"
+        v2 = c.post(f"/v2/models/{model}/infer", json={"inputs": [tensor]}, headers={"Authorization": "Bearer s3cret"})
+        assert v2.status_code == 200, v2.text
         assert c.get("/healthz").status_code == 200 and c.get("/v1/model").json()["serving"]["token_required"]
         preflight = c.options("/v1/predict", headers={"Origin": "https://farm.example",
                                                       "Access-Control-Request-Method": "POST"})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import socket
 import struct
 import time
 import zlib
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -154,3 +156,36 @@ def test_server_survives_the_corpus(client):
     metrics = client.get("/metrics").text
     assert 'status="5' not in metrics, "a bad input caused a server error"
     assert 'seedlings_images_rejected_total{reason="too_large"}' in metrics
+
+
+def _raw_exchange(port: int, head: bytes, timeout: float = 30) -> tuple[bytes, float]:
+    """Send ``head`` (headers and part of a body), then stall; return what the server answers and when."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
+                break
+    return answer, time.monotonic() - started
+
+
+def test_stalled_upload_gets_408_and_frees_the_connection(start_server):
+    srv = start_server("--upload-timeout", "1")
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+            + png_bytes()[:100])
+    answer, waited = _raw_exchange(srv.port, head)
+    status, _, rest = answer.partition(b"\r\n")
+    assert b" 408 " in status, answer[:300]
+    assert b'"request_timeout"' in rest and 0.9 <= waited < 15
+    assert httpx.get(srv.url + "/healthz").status_code == 200
+    assert 'seedlings_images_rejected_total{reason="upload_timeout"}' in httpx.get(srv.url + "/metrics").text
+
+
+def test_model_wait_over_the_request_timeout_is_503(start_server):
+    """The image waits 2 s for its batch but the request may wait 0.3 s: 503 timeout, not a hung client."""
+    srv = start_server("--request-timeout", "0.3", "--max-wait-ms", "2000", "--no-idle-dispatch")
+    r = httpx.post(srv.url + "/v1/predict", content=png_bytes(), headers={"Content-Type": "image/png"}, timeout=30)
+    assert_error(r, 503, "timeout")
+    assert int(r.headers["retry-after"]) >= 1

@@ -35,7 +35,7 @@ def test_environment_then_flags(monkeypatch):
 def test_settings_round_trip_through_the_environment(monkeypatch):
     """--workers N processes rebuild their settings from the variables the parent exported."""
     s = Settings(port=1234, precision="int8", api_token="t", json_logs=True, max_wait_ms=2.5, threads=3,
-                 idle_dispatch=False)
+                 idle_dispatch=False, decode_threads=0, upload_timeout_s=12.5)
     for key, value in s.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == s
@@ -51,6 +51,8 @@ def test_bad_setting_is_a_clear_error(monkeypatch):
 def test_threads_are_shared_between_workers():
     assert Settings(workers=2, threads=None).inference_threads() >= 1
     assert Settings(workers=1, threads=5).inference_threads() == 5
+    assert Settings(workers=64, decode_threads=None).decoding_threads() == 1
+    assert Settings(decode_threads=0).decoding_threads() == 0  # 0: Starlette's shared thread pool
 
 
 def test_not_ready_before_the_model_is_loaded(model_dir):

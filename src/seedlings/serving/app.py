@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_page(app)
     _add_docs(app)
     # Added innermost first: metrics see every response, including CORS preflights and 413s.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics,
+                       timeout=settings.upload_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"],

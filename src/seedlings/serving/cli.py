@@ -17,7 +17,8 @@ from seedlings.errors import SeedlingsError, missing_extra
 # flag → Settings field, for flags that were given (None means "not given": keep env/default)
 FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_k", "batching", "max_batch",
                "max_wait_ms", "idle_dispatch", "queue_size", "max_body_bytes", "max_pixels", "max_files",
-               "cors_origins", "request_timeout_s", "json_logs", "log_level", "threads")
+               "cors_origins", "request_timeout_s", "upload_timeout_s", "json_logs", "log_level", "threads",
+               "decode_threads")
 
 
 def add_serve_command(sub, commands: dict) -> None:
@@ -37,7 +38,7 @@ def add_serve_command(sub, commands: dict) -> None:
                    help="run each image on its own (for comparison)")
     p.add_argument("--max-batch", type=int, dest="max_batch", help="images per model run (16)")
     p.add_argument("--max-wait-ms", type=float, dest="max_wait_ms",
-                   help="longest wait for a batch to fill, from its first image (5)")
+                   help="longest wait for a batch to fill, from its first image (2)")
     p.add_argument("--no-idle-dispatch", action="store_false", dest="idle_dispatch", default=None,
                    help="make a request that finds the model idle wait --max-wait-ms for company too "
                         "(by default it runs at once; the wait applies to images queued behind a busy model)")
@@ -46,10 +47,15 @@ def add_serve_command(sub, commands: dict) -> None:
     p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")
     p.add_argument("--max-files", type=int, dest="max_files", help="photos per request (32)")
     p.add_argument("--cors-origins", dest="cors_origins", help="comma-separated origins, or '*'")
-    p.add_argument("--request-timeout", type=float, dest="request_timeout_s", help="seconds (30)")
+    p.add_argument("--request-timeout", type=float, dest="request_timeout_s",
+                   help="longest wait for the model, seconds (30); then 503")
+    p.add_argument("--upload-timeout", type=float, dest="upload_timeout_s",
+                   help="longest time for a request body to arrive, seconds (60); then 408")
     p.add_argument("--json-logs", action="store_true", default=None, dest="json_logs")
     p.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
+    p.add_argument("--decode-threads", type=int, dest="decode_threads",
+                   help="threads decoding uploads per worker (default: CPUs / workers)")
     commands["serve"] = cmd_serve
 
 

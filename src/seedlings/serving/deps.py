@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from fastapi import Request
 
-from seedlings.serving.errors import ApiError, BodyTooLarge, body_too_large_message, error_response
+from seedlings.serving.errors import ApiError, BodyTooLarge, UploadTimeout, body_too_large_message, error_response
 from seedlings.serving.predictor import Predictor
 
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in its thread
+# pool: two thread hops per request (GIL hand-overs, wake-ups) for a few attribute reads.
 
-def ready_predictor(request: Request) -> Predictor:
+
+async def ready_predictor(request: Request) -> Predictor:
     """The predictor, or 503 while the model is still loading (or the server is shutting down)."""
     predictor = getattr(request.app.state, "predictor", None)
     if predictor is None or not predictor.ready:
@@ -19,7 +23,7 @@ def ready_predictor(request: Request) -> Predictor:
     return predictor
 
 
-def check_token(request: Request) -> None:
+async def check_token(request: Request) -> None:
     """When ``SEEDLINGS_API_TOKEN`` is set, prediction endpoints need ``Authorization: Bearer <token>``."""
     token = request.app.state.settings.token
     if token is None:
@@ -31,16 +35,19 @@ def check_token(request: Request) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while streaming.
+    """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while streaming; and
+    bodies that take more than ``timeout`` seconds to arrive (408).
 
     Checking as bytes arrive (not after buffering) means a chunked upload of any size costs
-    at most ``limit`` bytes of memory before it gets its 413.
+    at most ``limit`` bytes of memory before it gets its 413, and a client that stalls mid-upload
+    holds its connection for at most ``timeout`` seconds.
     """
 
-    def __init__(self, app, limit: int, metrics):
+    def __init__(self, app, limit: int, metrics, timeout: float | None = None):
         self.app = app
         self.limit = limit
         self.metrics = metrics
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -53,14 +60,27 @@ class BodyLimitMiddleware:
                                  {"Connection": "close"})(scope, receive, send)
             return
         received = 0
+        loop = asyncio.get_running_loop()
+        # Only the body is timed: once it is complete, later receives (waiting for a disconnect while
+        # a file streams out) are passed through untouched.
+        deadline = None if self.timeout is None else loop.time() + self.timeout
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    self.metrics.rejected.labels("upload_timeout").inc()
+                    raise UploadTimeout(self.timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise BodyTooLarge(self.limit)
+                if not message.get("more_body", False):
+                    deadline = None
             return message
 
         await self.app(scope, limited_receive, send)

@@ -56,6 +56,14 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class UploadTimeout(Exception):
+    """The request body did not arrive within the upload timeout."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the request body did not arrive within {seconds:g}s")
+        self.seconds = seconds
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -88,6 +96,11 @@ async def _too_large(request: Request, exc: BodyTooLarge):
     return error_response(413, "body_too_large", body_too_large_message(exc.limit))
 
 
+async def _upload_timeout(request: Request, exc: UploadTimeout):
+    return error_response(408, "request_timeout", f"{exc}; check the connection, or send a smaller photo",
+                          {"Connection": "close"})
+
+
 async def _overloaded(request: Request, exc: Overloaded):
     request.app.state.metrics.rejected.labels("overloaded").inc()
     return error_response(503, "overloaded", f"{exc}; retry after {exc.retry_after}s",
@@ -117,8 +130,8 @@ async def _unexpected(request: Request, exc: Exception):
 
 
 HANDLERS = {ApiError: _api_error, ImageError: _image_error, BodyTooLarge: _too_large,
-            Overloaded: _overloaded, InferenceTimeout: _timeout, RequestValidationError: _validation,
-            StarletteHTTPException: _http_error, Exception: _unexpected}
+            UploadTimeout: _upload_timeout, Overloaded: _overloaded, InferenceTimeout: _timeout,
+            RequestValidationError: _validation, StarletteHTTPException: _http_error, Exception: _unexpected}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -23,7 +23,6 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from seedlings import __version__
 from seedlings.errors import ImageError
@@ -250,8 +249,8 @@ async def _infer(request: Request, name: str, version: str | None, body: Inferen
     tta = (body.parameters or {}).get("tta", settings.tta)
     if not isinstance(tta, bool):
         raise _invalid(f"parameters.tta must be true or false, not {tta!r}")
-    images = await run_in_threadpool(_decode, predictor, body.inputs[0], settings.max_pixels,
-                                     settings.max_files)
+    images = await predictor.decode(_decode, predictor, body.inputs[0], settings.max_pixels,
+                                    settings.max_files)
     probs = await predictor.probabilities(images, tta)
     return {"model_name": predictor.model.name, "model_version": predictor.model.version, "id": body.id,
             "outputs": _outputs(predictor, probs, out_name, k)}

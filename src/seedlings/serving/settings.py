@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, description="default number of species in top_k")
     batching: bool = Field(True, description="micro-batch concurrent requests; off: one image per run")
     max_batch: int = Field(16, ge=1, le=1024)
-    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest wait for a batch to fill, "
+    max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait for a batch to fill, "
                                                                     "counted from its first request")
     idle_dispatch: bool = Field(True, description="an image that finds the model idle runs at once; "
                                                   "off: every batch waits up to max_wait_ms to fill")
@@ -42,13 +42,17 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="when set, prediction endpoints need "
                                                             "'Authorization: Bearer <token>'")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; '*' for any")
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0, description="longest wait for the model, per request")
+    upload_timeout_s: float = Field(60.0, gt=0, description="longest time for a request body to arrive "
+                                                            "(a stalled upload gets 408)")
     json_logs: bool = False
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per worker; "
                                                         "default: CPUs divided by workers")
+    decode_threads: int | None = Field(None, ge=0, description="threads decoding uploads per worker; "
+                                                               "default: CPUs divided by workers")
 
-    @field_validator("model_dir", "api_token", "threads", mode="before")
+    @field_validator("model_dir", "api_token", "threads", "decode_threads", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         """``SEEDLINGS_API_TOKEN=`` in a ConfigMap means "no token", not "the empty token"."""
@@ -66,6 +70,12 @@ class Settings(BaseSettings):
         """Share the CPUs between worker processes so N workers do not fight over N×cores threads."""
         if self.threads:
             return self.threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def decoding_threads(self) -> int:
+        """Decoding gets a pool of its own, sized to the CPUs: more threads only queue for them."""
+        if self.decode_threads is not None:
+            return self.decode_threads
         return max(1, (os.cpu_count() or 1) // self.workers)
 
     def to_env(self) -> dict[str, str]:
