@@ -93,7 +93,7 @@ def test_docs_render_with_the_network_cut_off(browser, server):
     pg.on("pageerror", lambda exc: problems.append(str(exc)))
     pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     pg.on("requestfailed", lambda req: failed.append(req.url))
-    pg.goto(server.url + "/docs")
+    pg.goto(server.url + "/docs", timeout=180_000)  # a 1.7 MB script: slow on a busy CI machine
     pg.locator(".opblock-summary-path", has_text="/v1/predict").first.wait_for(timeout=60_000)
     pg.locator(".opblock-summary-path", has_text="/v2/models/{name}/infer").first.wait_for(timeout=10_000)
     assert pg.locator(".opblock").count() >= 10
@@ -102,3 +102,45 @@ def test_docs_render_with_the_network_cut_off(browser, server):
     assert not blocked, f"/docs tried to reach outside hosts: {blocked}"
     assert not failed, f"requests failed: {failed}"
     assert not problems, problems
+
+
+def test_drag_and_drop_a_photo(page):
+    """A photo dropped anywhere on the page is identified like a chosen one."""
+    transfer = page.evaluate_handle(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"}));
+            return transfer;
+        }""", list(png_bytes()))
+    page.dispatch_event("#drop-zone", "dragenter", {"dataTransfer": transfer})
+    assert "dragging" in page.locator("#drop-zone").get_attribute("class")
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    card = page.locator(".card").first
+    card.locator(".bars .row").first.wait_for(timeout=60_000)
+    assert card.locator(".file").inner_text() == "dropped.png"
+    assert "dragging" not in page.locator("#drop-zone").get_attribute("class")
+
+
+def test_unknown_is_said_plainly(page):
+    """When the model flags a photo as unknown the page says so in words, not only with a low bar."""
+    species = page.locator("#species-list dt").first.inner_text()
+    answer = {"predictions": [{"species": species, "confidence": 0.31, "unknown": True,
+                               "top_k": [{"species": species, "probability": 0.31}]}],
+              "model": {"name": "m", "version": "1"}}
+    page.route("**/v1/predict*", lambda route: route.fulfill(json=answer))
+    page.set_input_files("#file-input", files=[{"name": "odd.png", "mimeType": "image/png", "buffer": png_bytes()}])
+    card = page.locator(".card").first
+    card.locator(".bars .row").first.wait_for(timeout=60_000)
+    assert "unknown" in card.get_attribute("class")
+    verdict = card.locator(".verdict").inner_text()
+    assert verdict.startswith("Not sure") and species in verdict and "31" in verdict
+
+
+def test_phone_screen_has_no_sideways_scrolling(page):
+    page.set_input_files("#file-input", files=[{"name": "a-rather-long-file-name-from-a-phone-camera-0001.png",
+                                                 "mimeType": "image/png", "buffer": png_bytes()}])
+    page.locator(".card .bars .row").first.wait_for(timeout=60_000)
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"content {width[0]} px wide on a {width[1]} px screen"
+    box = page.locator("label[for='file-input']").bounding_box()
+    assert box["height"] >= 32 and box["x"] >= 0 and box["x"] + box["width"] <= width[1]  # a thumb-sized target
