@@ -2,16 +2,14 @@
 
 The base image is debootstrapped Debian bookworm + python3 (deploy/docker/make-base.sh, cached under
 /var/tmp), passed as BASE_IMAGE; pip inside the build reaches PyPI through the host's CA bundle,
-mounted read-only for the build only. Podman caches the layers, so a rerun rebuilds only what changed.
-Skips when podman or debootstrap is missing, except with CI=true, where it fails.
+mounted read-only for the build only (tests/deploy/podman.py). Podman caches the layers, so a rerun
+rebuilds only what changed. Skips when podman or debootstrap is missing, except with CI=true, where it fails.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,16 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, child_env, skip_or_fail
+from .conftest import REPO, child_env
+from .podman import CA_BUNDLE, PODMAN, ULIMITS, build
 
 # A cold build (debootstrap + pip downloads) takes minutes; a warm one reuses every cached layer.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-PODMAN = ["podman", "--runtime", "runc"]
-ULIMITS = ["--ulimit", "nofile=16384:16384", "--ulimit", "nproc=32768:32768"]
-BASE = "localhost/seedlings-base:bookworm"
 IMAGE = "localhost/seedlings-serve:test"
-CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def _run(cmd, timeout, **kw) -> subprocess.CompletedProcess:
@@ -43,42 +38,7 @@ def _run(cmd, timeout, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def serve_image() -> str:
-    missing = [t for t in ("podman", "debootstrap") if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        skip_or_fail(
-            f"building the image needs root and {', '.join(missing) or 'podman'} "
-            "(apt-get install podman debootstrap runc)"
-        )
-    base = _run([str(REPO / "deploy/docker/make-base.sh"), BASE], timeout=900)
-    assert base.returncode == 0, base.stdout + base.stderr
-    cert = (
-        ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro", "--build-arg", f"PIP_CERT={CA_BUNDLE}"]
-        if Path(CA_BUNDLE).is_file()
-        else []
-    )
-    build = _run(
-        [
-            *PODMAN,
-            "build",
-            "--format",
-            "docker",
-            "-f",
-            "deploy/docker/Dockerfile",
-            "--target",
-            "serve",
-            "--build-arg",
-            f"BASE_IMAGE={BASE}",
-            *cert,
-            *ULIMITS,
-            "-t",
-            IMAGE,
-            ".",
-        ],
-        timeout=1200,
-        cwd=REPO,
-    )
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    return IMAGE
+    return build("serve", IMAGE)
 
 
 def _free_port() -> int:
