@@ -80,6 +80,19 @@ def _one_image(model, data_dir) -> np.ndarray:
     return model.prepare(first)
 
 
+def _print_unknown(key: str, u: dict) -> None:
+    kinds = ", ".join(f"{k} {r:.0%}" for k, r in u["false_accept"].items())
+    print(f"{key}: false-reject (validation) {u['false_reject_validation']:.1%}; "
+          f"false-accept {u['false_accept_all']:.1%} ({kinds})")
+    signals = [("max probability", "max_probability", f"< {u['threshold']:.3f}")]
+    if u.get("distance_threshold") is not None:
+        signals.append(("feature distance", "distance", f"> {u['distance_threshold']:.1f}"))
+    for label, suffix, rule in signals:
+        acc = u[f"false_accept_{suffix}"]
+        print(f"  {label} alone ({rule}): false-reject {u[f'false_reject_validation_{suffix}']:.1%}; false-accept "
+              + ", ".join(f"{k} {r:.0%}" for k, r in acc.items()))
+
+
 def _print(out: dict) -> None:
     v, t = out["validation"], out["validation_tta"]
     print(f"validation n = {v['n']}: micro-F1 {v['f1_micro']:.4f}, macro-F1 {v['f1_macro']:.4f}; "
@@ -91,10 +104,7 @@ def _print(out: dict) -> None:
     print(f"calibration: T = {c.get('temperature', 1):.3f}, ECE {c.get('ece_before', 0):.4f} → "
           f"{c.get('ece_after', 0):.4f}")
     for key in ("unknown", "unknown_tta"):
-        u = out[key]
-        kinds = ", ".join(f"{k} {r:.0%}" for k, r in u["false_accept"].items())
-        print(f"{key}: threshold {u['threshold']:.3f}; false-reject (validation) {u['false_reject_validation']:.1%};"
-              f" false-accept {u['false_accept_all']:.1%} ({kinds})")
+        _print_unknown(key, out[key])
     print(f"single-image latency (ONNX Runtime, median): fp32 {out['latency_ms_fp32']:.1f} ms"
           + (f", int8 {out['latency_ms_int8']:.1f} ms" if "latency_ms_int8" in out else ""))
     print(f"files: {out['files_bytes']} = {sum(out['files_bytes'].values()) / 1e6:.1f} MB")

@@ -103,9 +103,15 @@ class OnnxBackend:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.has_distance = len(self.session.get_outputs()) > 1
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
+
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the model has the feature-distance output, each image's distance."""
+        out = self.session.run(None, {self.input_name: x})
+        return out[0], (out[1] if self.has_distance else None)
 
 
 class TorchBackend:
@@ -116,6 +122,7 @@ class TorchBackend:
             raise missing_extra("train", "torch") from exc
         from seedlings.models import create_model
         from seedlings.models.checkpoint import load_weights
+        from seedlings.training import novelty
 
         if threads:
             torch.set_num_threads(threads)
@@ -123,10 +130,21 @@ class TorchBackend:
         self.model = create_model(meta["backbone"], len(meta["classes"]))
         self.model.load_state_dict(load_weights(path))
         self.model.eval()
+        if (path.parent / novelty.NOVELTY_FILE).is_file():
+            verify_file(path.parent, novelty.NOVELTY_FILE, meta)
+        self.with_distance = novelty.wrap(self.model, path.parent)
+        self.has_distance = self.with_distance is not None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
             return self.model(self.torch.from_numpy(x)).float().numpy()
+
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.has_distance:
+            return self(x), None
+        with self.torch.no_grad():
+            logits, distance = self.with_distance(self.torch.from_numpy(x))
+        return logits.float().numpy(), distance.float().numpy()
 
 
 class Model:
@@ -140,6 +158,8 @@ class Model:
         self.spec = PreprocessSpec.from_dict(self.meta["preprocess"])
         self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
         self.threshold = float(self.meta.get("unknown", {}).get("threshold", 0.0))
+        limit = self.meta.get("unknown", {}).get("distance_threshold")
+        self.distance_threshold = None if limit is None else float(limit)
         self.max_pixels = max_pixels
         self.precision = precision
         self.spinning = spinning
@@ -174,25 +194,43 @@ class Model:
 
     def probabilities(self, batch_hwc: np.ndarray, tta: bool = False, batch_size: int = 64) -> np.ndarray:
         """Calibrated class probabilities for a uint8 N×S×S×3 batch (mean over 8 views with ``tta``)."""
+        return self.assess(batch_hwc, tta, batch_size)[0]
+
+    def assess(self, batch_hwc: np.ndarray, tta: bool = False,
+               batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and each image's feature distance to the nearest species (None when the
+        model has no distance output); with ``tta`` both are means over the 8 views."""
         from seedlings.evaluation.metrics import softmax
 
-        out = []
+        probs, dists = [], []
         for i in range(0, len(batch_hwc), batch_size):
             chunk = batch_hwc[i:i + batch_size]
-            views = dihedral_views(chunk) if tta else [chunk]
-            probs = [softmax(self.run(normalize(v, self.spec)).astype(np.float64), self.temperature)
-                     for v in views]
-            out.append(np.mean(probs, axis=0))
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+            views = [self.run.scores(normalize(v, self.spec)) for v in (dihedral_views(chunk) if tta else [chunk])]
+            probs.append(np.mean([softmax(lg.astype(np.float64), self.temperature) for lg, _ in views], axis=0))
+            if self.run.has_distance:
+                dists.append(np.mean([d.astype(np.float64) for _, d in views], axis=0))
+        if not probs:
+            return np.zeros((0, len(self.classes))), (np.zeros(0) if self.run.has_distance else None)
+        return np.concatenate(probs), (np.concatenate(dists) if self.run.has_distance else None)
 
-    def to_predictions(self, probs: np.ndarray, top_k: int = 5, files=None) -> list[Prediction]:
+    def unknown(self, probs: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
+        """Which images not to trust: the model is unsure (max probability under its threshold), or
+        the image's features are far from every species (distance over its threshold)."""
+        flags = probs.max(axis=1) < self.threshold if len(probs) else np.zeros(0, bool)
+        if distance is not None and self.distance_threshold is not None:
+            flags = flags | (distance > self.distance_threshold)
+        return flags
+
+    def to_predictions(self, probs: np.ndarray, top_k: int = 5, files=None,
+                       distance: np.ndarray | None = None) -> list[Prediction]:
         k = max(1, min(top_k, len(self.classes)))
+        flags = self.unknown(probs, distance)
         preds = []
         for i, p in enumerate(probs):
             order = np.argsort(-p)[:k]
             best = int(order[0])
             preds.append(Prediction(
-                species=self.classes[best], confidence=float(p[best]), unknown=bool(p[best] < self.threshold),
+                species=self.classes[best], confidence=float(p[best]), unknown=bool(flags[i]),
                 top_k=[{"species": self.classes[j], "probability": float(p[j])} for j in order],
                 file=None if files is None else files[i]))
         return preds
@@ -207,7 +245,8 @@ class Model:
                 names.append(label)
         if not arrays:
             return []
-        return self.to_predictions(self.probabilities(np.stack(arrays), tta), top_k, names)
+        probs, distance = self.assess(np.stack(arrays), tta)
+        return self.to_predictions(probs, top_k, names, distance)
 
 
 def expand_inputs(item):

@@ -58,14 +58,26 @@ def generate(n_per_kind: int = 40, size: int = 128, seed: int = 0) -> dict[str, 
 
 
 def unknown_rates(model, val_images: np.ndarray, ood: dict[str, np.ndarray], tta: bool = False) -> dict:
-    """False-reject on validation images and false-accept per OOD kind, for ``model.threshold``."""
-    val_conf = model.probabilities(val_images, tta=tta).max(axis=1)
-    out = {"threshold": model.threshold, "tta": tta,
-           "false_reject_validation": float((val_conf < model.threshold).mean()), "false_accept": {}}
+    """False-reject on validation images and false-accept per OOD kind, for the model's ``unknown``
+    rule; also each signal on its own (max probability, feature distance) to show what each adds."""
+    def signals(images):
+        probs, dist = model.assess(images, tta=tta)
+        conf_flag = probs.max(axis=1) < model.threshold
+        dist_flag = dist > model.distance_threshold if dist is not None and model.distance_threshold else None
+        return model.unknown(probs, dist), conf_flag, dist_flag
+
+    val_all, val_conf, val_dist = signals(val_images)
+    out = {"threshold": model.threshold, "distance_threshold": model.distance_threshold, "tta": tta,
+           "false_reject_validation": float(val_all.mean()),
+           "false_reject_validation_max_probability": float(val_conf.mean()),
+           "false_reject_validation_distance": None if val_dist is None else float(val_dist.mean()),
+           "false_accept": {}, "false_accept_max_probability": {}, "false_accept_distance": {}}
     accepted = []
     for kind, images in ood.items():
-        conf = model.probabilities(images, tta=tta).max(axis=1)
-        out["false_accept"][kind] = float((conf >= model.threshold).mean())
-        accepted.append(conf >= model.threshold)
+        flags, conf_flag, dist_flag = signals(images)
+        out["false_accept"][kind] = float((~flags).mean())
+        out["false_accept_max_probability"][kind] = float((~conf_flag).mean())
+        out["false_accept_distance"][kind] = None if dist_flag is None else float((~dist_flag).mean())
+        accepted.append(~flags)
     out["false_accept_all"] = float(np.concatenate(accepted).mean())
     return out

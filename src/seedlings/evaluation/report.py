@@ -58,29 +58,32 @@ def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_i
     rows, scope = _rows_to_score(model, data, all_images)
     remap = np.asarray([model.classes.index(c) for c in data.classes])
     labels = remap[data.labels[rows]]
-    probs = _probabilities(model, data.images, rows, tta, progress)
+    probs, distance = _assess(model, data.images, rows, tta, progress)
     pred = probs.argmax(axis=1)
     report = report_from_confusion(confusion_matrix(labels, pred, len(model.classes)), model.classes)
     report.update({"scope": scope, "data": str(data.root), "model": {"name": model.name, "version": model.version,
                    "dir": str(model.dir), "backend": model.backend_name}, "tta": tta,
                    "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
-                   "unknown_rate": float((probs.max(axis=1) < model.threshold).mean()) if len(labels) else 0.0,
+                   "unknown_rate": float(model.unknown(probs, distance).mean()) if len(labels) else 0.0,
                    "skipped_images": data.bad})
     report["_probs"], report["_labels"], report["_files"] = probs, labels, [data.files[r] for r in rows]
     return report
 
 
-def _probabilities(model, images, rows, tta, progress) -> np.ndarray:
+def _assess(model, images, rows, tta, progress) -> tuple[np.ndarray, np.ndarray | None]:
     from seedlings.progress import bar
 
     chunk = 64
-    out = []
+    probs, dists = [np.zeros((0, len(model.classes)))], [np.zeros(0)]
     with bar(len(rows), "Evaluating", enabled=progress) as advance:
         for i in range(0, len(rows), chunk):
             batch = np.asarray(images[rows[i:i + chunk]])
-            out.append(model.probabilities(batch, tta=tta))
+            p, d = model.assess(batch, tta=tta)
+            probs.append(p)
+            dists.append(d if d is not None else np.zeros(0))
             advance(len(batch))
-    return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
+    distance = np.concatenate(dists)
+    return np.concatenate(probs), (distance if len(distance) == sum(len(p) for p in probs) else None)
 
 
 def public(report: dict) -> dict:

@@ -21,6 +21,7 @@ from seedlings.models.checkpoint import load_weights
 from seedlings.preprocess import PreprocessSpec, normalize
 
 PARITY_TOLERANCE = 1e-4
+DISTANCE_TOLERANCE = 1e-3  # relative: distances are in the hundreds, float32 sums of 512 squares
 OPSET = 17
 
 
@@ -30,47 +31,83 @@ def load_run_model(run: Path, meta: dict):
     return model.eval()
 
 
-def export_onnx(model, image_size: int, path: Path) -> None:
+def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = ("logits",)) -> None:
+    """``outputs``: ``logits``, plus ``distance`` when ``model`` is a novelty.WithDistance."""
     x = torch.zeros(1, 3, image_size, image_size)
 
     def write(tmp: str) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
+        torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=list(outputs),
+                          dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          opset_version=OPSET, dynamo=False)
 
     atomic_write(path, write)
 
 
-def sample_images(run: Path, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
-    """Real validation images of the run from its prepared cache; synthetic noise when unavailable."""
-    size = meta["image_size"]
+def run_data(run: Path, meta: dict):
+    """The run's prepared data and split, or (None, None) when its data folder is not here."""
     try:
         from seedlings.data import Split, prepare
 
         cfg = read_json(run / "model.json", "model.json")["training"]
-        data = prepare(cfg["data"], size, progress=False)
-        rows = data.subset(Split.load(run / "split.json").val)[:n]
-        if len(rows):
-            return np.asarray(data.images[rows]), f"{len(rows)} validation images of {cfg['data']}"
+        return prepare(cfg["data"], meta["image_size"], progress=False), Split.load(run / "split.json")
     except (SeedlingsError, KeyError, OSError):
-        pass
+        return None, None
+
+
+def sample_images(run: Path, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
+    """Real validation images of the run from its prepared cache; synthetic noise when unavailable."""
+    data, split = run_data(run, meta)
+    if data is not None:
+        rows = data.subset(split.val)[:n]
+        if len(rows):
+            return np.asarray(data.images[rows]), f"{len(rows)} validation images of {meta['training']['data']}"
     rng = np.random.default_rng(0)
+    size = meta["image_size"]
     return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "16 random images (data not found)"
 
 
-def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> float:
+def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> tuple[float, float]:
+    """Max |Δprob| and, for a model with a distance output, the max relative Δdistance."""
     import onnxruntime as ort
 
     from seedlings.evaluation.metrics import softmax
 
     x = normalize(images, spec)
     with torch.no_grad():
-        ref = softmax(model(torch.from_numpy(x)).double().numpy())
+        ref = model(torch.from_numpy(x))
+    ref = ref if isinstance(ref, tuple) else (ref,)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = softmax(sess.run(None, {"image": x})[0].astype(np.float64))
-    return float(np.abs(ref - got).max())
+    got = sess.run(None, {"image": x})
+    dprob = float(np.abs(softmax(ref[0].double().numpy()) - softmax(got[0].astype(np.float64))).max())
+    if len(ref) == 1:
+        return dprob, 0.0
+    want = ref[1].double().numpy()
+    return dprob, float((np.abs(want - got[1]) / np.maximum(np.abs(want), 1.0)).max())
+
+
+def _with_novelty(run: Path, meta: dict, model, log):
+    """The model with its feature-distance output; fitted now for runs trained before it existed."""
+    from seedlings.training import novelty
+
+    wrapped = novelty.wrap(model, run)
+    if wrapped is None and "distance_threshold" not in meta.get("unknown", {}):
+        data, split = run_data(run, meta)
+        if data is None:
+            log("no feature-distance detector: the run has none and its data folder is not here")
+            return model
+        from seedlings.training.fit import Subset
+
+        spec = PreprocessSpec.from_dict(meta["preprocess"])
+        subsets = [Subset(data.images, data.labels, data.subset(names)) for names in (split.train, split.val)]
+        meta["unknown"] = {**meta.get("unknown", {}), **novelty.fit_run(model, *subsets, spec,
+                                                                         len(meta["classes"]), run),
+                           "method": "max_probability+feature_distance"}
+        atomic_write_json(run / "model.json", meta)
+        log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
+        wrapped = novelty.wrap(model, run)
+    return wrapped if wrapped is not None else model
 
 
 def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=print) -> Path:
@@ -87,14 +124,19 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=pr
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        export_onnx(model, spec.image_size, tmp / "model.onnx")
+        graph = _with_novelty(run, meta, model, log)
+        outputs = ("logits", "distance") if graph is not model else ("logits",)
+        export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
         images, what = sample_images(run, meta)
-        delta = parity(model, tmp / "model.onnx", images, spec)
-        log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})")
-        if not delta < PARITY_TOLERANCE:
-            raise SeedlingsError(f"ONNX output differs from PyTorch by {delta:.2e} ≥ {PARITY_TOLERANCE:g}")
+        delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
+        log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
+            + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
+        if not delta < PARITY_TOLERANCE or not ddist < DISTANCE_TOLERANCE:
+            raise SeedlingsError(f"ONNX output differs from PyTorch: max |Δprob| {delta:.2e} (tolerance "
+                                 f"{PARITY_TOLERANCE:g}), relative Δdistance {ddist:.2e} ({DISTANCE_TOLERANCE:g})")
         files = ["model.onnx"]
-        meta["export"] = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET}
+        meta["export"] = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET,
+                          "outputs": list(outputs)}
         if precision == "int8":
             from seedlings.export.quantize import quantize_int8
 

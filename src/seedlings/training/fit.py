@@ -205,7 +205,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
                           run, progress)
     wall = time.perf_counter() - t0
     if env.is_main:
-        _finish(run, cfg, classes, val_set, spec, best, wall, env, precision, len(train_set.rows))
+        _finish(run, cfg, classes, (train_set, val_set), spec, best, wall, env, precision)
     D.barrier(env)
     return run
 
@@ -280,20 +280,26 @@ def _append_metrics(path: Path, row: dict) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _finish(run, cfg, classes, val_set, spec, best, wall, env, precision, n_train) -> None:
+def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision) -> None:
     from seedlings.evaluation.calibrate import calibrate_run
     from seedlings.evaluation.plots import plot_run
+    from seedlings.training import novelty
 
+    train_set, val_set = subsets
     model = create_model(cfg.model, len(classes))
     from seedlings.models.checkpoint import load_weights
 
     model.load_state_dict(load_weights(run / WEIGHTS))
     calib, report = calibrate_run(model, val_set, spec, classes)
+    if len(val_set.rows):
+        calib["unknown"].update(novelty.fit_run(model, train_set, val_set, spec, len(classes), run),
+                                method="max_probability+feature_distance")
     atomic_write_json(run / "report.json", report)
-    meta = build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, n_train,
+    meta = build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, len(train_set.rows),
                             len(val_set.rows))
     meta["params"] = sum(p.numel() for p in model.parameters())
-    meta["files"] = {WEIGHTS: {"sha256": sha256_file(run / WEIGHTS), "bytes": (run / WEIGHTS).stat().st_size}}
+    meta["files"] = {f: {"sha256": sha256_file(run / f), "bytes": (run / f).stat().st_size}
+                     for f in (WEIGHTS, novelty.NOVELTY_FILE) if (run / f).is_file()}
     atomic_write_json(run / "model.json", meta)
     plot_run(run, classes, report)
     log(env, f"done in {wall / 60:.1f} min: best validation micro-F1 {best['f1_micro']:.4f} "
