@@ -99,7 +99,13 @@ def validation_f1(run_dir: Path, models: dict) -> dict:
         print(f"(validation F1 skipped: {exc})")
         return {}
     images, labels = np.asarray(data.images[rows]), np.asarray(data.labels[rows])
-    return {name: float((m.probabilities(images).argmax(1) == labels).mean()) for name, m in models.items()}
+    scores = {}
+    for name, m in models.items():
+        try:
+            scores[name] = float((m.probabilities(images).argmax(1) == labels).mean())
+        except Exception as exc:  # e.g. --model exported at another image size than --run
+            print(f"(validation F1 of {name} skipped: {str(exc).splitlines()[0]})")
+    return scores
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
