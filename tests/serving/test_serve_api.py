@@ -180,3 +180,25 @@ def test_json_logs(start_server):
     assert any(e.get("path") == "/healthz" and e.get("status") == 200 for e in lines), \
         srv.log_path.read_text()
     assert all({"time", "level", "logger"} <= set(e) for e in lines)
+
+
+def test_default_model_says_unknown_for_non_plants_over_http(start_server):
+    """The feature-distance signal reaches HTTP clients: a flat colour and noise are flagged, a
+    real seedling photo (when the shared data is here) is not."""
+    from PIL import Image
+    from tests.helpers import REAL_DATA
+
+    from seedlings.inference import DEFAULT_MODEL_DIR
+
+    srv = start_server("--model", str(DEFAULT_MODEL_DIR))
+    rng = np.random.default_rng(4)
+    files = [("file", ("flat.png", png_bytes(Image.new("RGB", (150, 150), (190, 40, 40))), "image/png")),
+             ("file", ("noise.png", png_bytes(Image.fromarray(rng.integers(0, 256, (150, 150, 3), np.uint8))),
+                       "image/png"))]
+    photos = sorted((REAL_DATA / "Charlock").glob("*.png"))[:3] if REAL_DATA.is_dir() else []
+    files += [("file", (p.name, p.read_bytes(), "image/png")) for p in photos]
+    r = httpx.post(srv.url + "/v1/predict", files=files, timeout=30)
+    assert r.status_code == 200, r.text
+    flags = [p["unknown"] for p in r.json()["predictions"]]
+    assert flags[:2] == [True, True]
+    assert flags[2:] == [False] * len(photos)

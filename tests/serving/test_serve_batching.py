@@ -29,10 +29,13 @@ class StubModel:
         self.spec = SimpleNamespace(image_size=8)
         self.name, self.version, self.backend_name, self.precision = "stub", "1", "stub", "fp32"
 
-    def probabilities(self, images, tta=False, batch_size=64):
+    def assess(self, images, tta=False, batch_size=64):
         time.sleep(self.delay)
         self.batches.append((time.monotonic(), len(images)))
-        return np.tile(np.array([[0.7, 0.2, 0.1]]), (len(images), 1))
+        return np.tile(np.array([[0.7, 0.2, 0.1]]), (len(images), 1)), np.arange(len(images), dtype=float)
+
+    def probabilities(self, images, tta=False, batch_size=64):
+        return self.assess(images, tta, batch_size)[0]
 
 
 def run_with_predictor(settings: Settings, scenario, delay: float = 0.0):
@@ -203,3 +206,13 @@ def test_full_queue_answers_503_over_http(start_server):
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
         assert int(refused.headers["retry-after"]) >= 1
         assert first.result().status_code == 200
+
+
+def test_each_image_gets_its_own_distance_back():
+    """Images batched together keep their own feature distance (the 'unknown' signal) in order."""
+    async def scenario(p):
+        return await asyncio.gather(*(p.assess([IMAGE] * n, False) for n in (1, 2, 3)))
+
+    results, model = run_with_predictor(Settings(max_batch=8, max_wait_ms=50), scenario)
+    assert len(model.batches) == 1 and model.batches[0][1] == 6  # all six images in one batch
+    assert [d.tolist() for _, d in results] == [[0.0], [1.0, 2.0], [3.0, 4.0, 5.0]]

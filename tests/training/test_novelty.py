@@ -92,3 +92,28 @@ def test_training_and_export_ship_the_detector(trained_run, exported_model):
     assert all(p.unknown for p in onnx_model.predict(list(images)))
     onnx_model.distance_threshold = float(d1.max()) + 1
     assert not any(p.unknown for p in onnx_model.predict(list(images)))
+
+
+def test_export_fits_the_detector_for_a_run_trained_before_it(trained_run, tmp_path):
+    """Older runs have no detector: export fits it from the run's own data and split, and the run
+    folder itself then loads (torch backend) with the same distances as the exported ONNX model."""
+    import shutil
+
+    from seedlings import load_model
+    from seedlings.export.onnx import export_run
+
+    run = tmp_path / "old-run"
+    shutil.copytree(trained_run, run)
+    (run / novelty.NOVELTY_FILE).unlink()
+    meta = json.loads((run / "model.json").read_text())
+    meta["unknown"] = {k: v for k, v in meta["unknown"].items() if not k.startswith("distance")}
+    meta["files"].pop(novelty.NOVELTY_FILE)
+    (run / "model.json").write_text(json.dumps(meta))
+    logs = []
+    out = export_run(run, tmp_path / "model", log=logs.append)
+    assert any("fitted the feature-distance detector" in m for m in logs)
+    assert (run / novelty.NOVELTY_FILE).is_file()
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    from_run, exported = load_model(run), load_model(out)
+    assert from_run.backend_name == "torch" and exported.backend_name == "onnx"
+    assert np.allclose(from_run.assess(images)[1], exported.assess(images)[1], rtol=1e-3)

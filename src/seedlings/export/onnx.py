@@ -104,6 +104,8 @@ def _with_novelty(run: Path, meta: dict, model, log):
         meta["unknown"] = {**meta.get("unknown", {}), **novelty.fit_run(model, *subsets, spec,
                                                                          len(meta["classes"]), run),
                            "method": "max_probability+feature_distance"}
+        path = run / novelty.NOVELTY_FILE
+        meta.setdefault("files", {})[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         atomic_write_json(run / "model.json", meta)
         log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
         wrapped = novelty.wrap(model, run)

@@ -143,6 +143,10 @@ class Predictor:
 
     async def probabilities(self, images: list[np.ndarray], tta: bool) -> np.ndarray:
         """Queue the images and wait for their calibrated probabilities (N × classes)."""
+        return (await self.assess(images, tta))[0]
+
+    async def assess(self, images: list[np.ndarray], tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Queue the images; wait for their probabilities and feature distances (None: model has none)."""
         if len(self._queue) + len(images) > self.settings.queue_size:
             raise Overloaded(self._retry_after())
         loop = asyncio.get_running_loop()
@@ -156,11 +160,13 @@ class Predictor:
                                           self.settings.request_timeout_s)
         except asyncio.TimeoutError as exc:  # the worker skips the cancelled items
             raise InferenceTimeout(f"no answer within {self.settings.request_timeout_s:g}s") from exc
-        return np.stack(rows)
+        distance = None if rows[0][1] is None else np.array([d for _, d in rows])
+        return np.stack([p for p, _ in rows]), distance
 
-    def predictions(self, probs: np.ndarray, top_k: int, files: list[str | None]) -> list[dict]:
+    def predictions(self, probs: np.ndarray, top_k: int, files: list[str | None],
+                    distance: np.ndarray | None = None) -> list[dict]:
         named = None if all(f is None for f in files) else files
-        return [p.to_dict() for p in self.model.to_predictions(probs, top_k, named)]
+        return [p.to_dict() for p in self.model.to_predictions(probs, top_k, named, distance)]
 
     def _retry_after(self) -> int:
         batches = math.ceil((len(self._queue) + 1) / self.max_batch)
@@ -215,13 +221,13 @@ class Predictor:
                 continue
             images = np.stack([item.image for item in items])
             started = time.perf_counter()
-            probs = await loop.run_in_executor(self._executor, self.model.probabilities, images, tta,
-                                               len(items))
+            probs, distance = await loop.run_in_executor(self._executor, self.model.assess, images, tta,
+                                                         len(items))
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             self.metrics.inference.observe(elapsed)
             self.metrics.batch_size.observe(len(items))
             self.metrics.images.inc(len(items))
-            for item, row in zip(items, probs):
+            for i, (item, row) in enumerate(zip(items, probs)):
                 if not item.future.done():
-                    item.future.set_result(row)
+                    item.future.set_result((row, None if distance is None else float(distance[i])))

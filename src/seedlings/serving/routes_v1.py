@@ -110,12 +110,12 @@ async def predict(request: Request,
     settings = request.app.state.settings
     uploads = await read_uploads(request, settings.max_files)
     images = await predictor.decode(_decode_all, predictor, uploads)
-    probs = await predictor.probabilities(images, settings.tta if tta is None else tta)
+    probs, distance = await predictor.assess(images, settings.tta if tta is None else tta)
     model = predictor.model
     # Built from plain floats and strings in the documented shape, so it skips FastAPI's re-validation
     # through PredictResponse (the schema stays in the OpenAPI document; schemathesis checks it).
     return JSONResponse({"predictions": predictor.predictions(probs, top_k or settings.top_k,
-                                                              [n for n, _ in uploads]),
+                                                              [n for n, _ in uploads], distance),
                          "model": {"name": model.name, "version": model.version}})
 
 
