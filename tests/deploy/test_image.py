@@ -22,18 +22,12 @@ import pytest
 
 from .conftest import REPO, child_env
 from .podman import CA_BUNDLE, PODMAN, ULIMITS, build
+from .podman import run as timed_run
 
 # A cold build (debootstrap + pip downloads) takes minutes; a warm one reuses every cached layer.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 IMAGE = "localhost/seedlings-serve:test"
-
-
-def _run(cmd, timeout, **kw) -> subprocess.CompletedProcess:
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    print(f"{time.monotonic() - t0:6.1f}s  {' '.join(cmd[:6])} …")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +121,7 @@ def test_serve_image_runs_non_root_and_predicts(serve_image, request, tmp_path):
     mount, classes = _model_for(request, tmp_path)
     port = _free_port()
     # As locked down as the Kubernetes Deployment: read-only root, no capabilities, no privilege gain.
-    start = _run(
+    start = timed_run(
         [
             *PODMAN,
             "run",
