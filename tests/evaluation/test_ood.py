@@ -30,3 +30,4 @@ def test_unknown_rates_follow_the_threshold(exported_model):
     model.threshold, model.distance_threshold = 0.0, 0.0  # rejects everything through the distance
     rates = unknown_rates(model, val, ood)
     assert rates["false_accept_all"] == 0.0 and rates["false_accept_max_probability"]["noise"] == 1.0
+    assert rates["false_accept_distance"]["noise"] == 0.0 and rates["false_reject_validation_distance"] == 1.0

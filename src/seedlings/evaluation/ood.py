@@ -63,7 +63,8 @@ def unknown_rates(model, val_images: np.ndarray, ood: dict[str, np.ndarray], tta
     def signals(images):
         probs, dist = model.assess(images, tta=tta)
         conf_flag = probs.max(axis=1) < model.threshold
-        dist_flag = dist > model.distance_threshold if dist is not None and model.distance_threshold else None
+        has_distance = dist is not None and model.distance_threshold is not None
+        dist_flag = dist > model.distance_threshold if has_distance else None
         return model.unknown(probs, dist), conf_flag, dist_flag
 
     val_all, val_conf, val_dist = signals(val_images)
