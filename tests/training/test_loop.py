@@ -76,15 +76,13 @@ def test_drop_path_only_acts_in_training_mode():
     assert not all(torch.allclose(outs[0], o) for o in outs[1:])
 
 
-def test_augmentation_draws_are_the_same_whatever_the_device():
-    """Parameters come from the CPU generator: a GPU run augments exactly as a CPU run would."""
+def test_augmentation_is_reproducible_from_the_generator():
+    """Every random draw comes from the given generator: same seed, same batch; another seed, another."""
     batch = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
     a = augment(batch, AugmentConfig(), torch.Generator().manual_seed(5))
     b = augment(batch, AugmentConfig(), torch.Generator().manual_seed(5))
-    assert torch.equal(a, b) and a.device == batch.device and a.shape == (4, 3, 24, 24)
-    if torch.cuda.is_available():
-        c = augment(batch.cuda(), AugmentConfig(), torch.Generator().manual_seed(5))
-        assert c.device.type == "cuda" and torch.allclose(a, c.cpu(), atol=1e-4)
+    c = augment(batch, AugmentConfig(), torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (4, 3, 24, 24)
 
 
 def test_lr_warms_up_then_decays_to_the_floor():

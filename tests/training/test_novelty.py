@@ -60,7 +60,7 @@ def test_the_module_returns_the_models_logits_and_the_numpy_distance():
     rng = np.random.default_rng(3)
     x = torch.randn(6, 3, 32, 32)
     with torch.no_grad():
-        feats = model.forward_head(model.forward_features(x), pre_logits=True).double().numpy()
+        feats = novelty.pooled_features(model, x).double().numpy()
     labels = np.array([0, 0, 1, 1, 2, 2])
     centres, whiten = novelty.fit(np.concatenate([feats, feats + rng.normal(0, 0.1, feats.shape)]),
                                   np.concatenate([labels, labels]), 3)

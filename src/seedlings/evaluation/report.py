@@ -71,19 +71,19 @@ def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_i
 
 
 def _assess(model, images, rows, tta, progress) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model.assess in chunks, to drive the progress bar."""
     from seedlings.progress import bar
 
     chunk = 64
-    probs, dists = [np.zeros((0, len(model.classes)))], [np.zeros(0)]
+    probs, dists = [np.zeros((0, len(model.classes)))], []
     with bar(len(rows), "Evaluating", enabled=progress) as advance:
         for i in range(0, len(rows), chunk):
-            batch = np.asarray(images[rows[i:i + chunk]])
-            p, d = model.assess(batch, tta=tta)
+            p, d = model.assess(np.asarray(images[rows[i:i + chunk]]), tta=tta)
             probs.append(p)
-            dists.append(d if d is not None else np.zeros(0))
-            advance(len(batch))
-    distance = np.concatenate(dists)
-    return np.concatenate(probs), (distance if len(distance) == sum(len(p) for p in probs) else None)
+            dists.append(d)
+            advance(len(p))
+    has_distance = bool(dists) and dists[0] is not None
+    return np.concatenate(probs), (np.concatenate(dists) if has_distance else None)
 
 
 def public(report: dict) -> dict:

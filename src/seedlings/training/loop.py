@@ -78,7 +78,9 @@ def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, adv
         x, partner, lam = mix_batch(x, labels, cfg, gen)
         with autocast_context(ctx["precision"], env.device):
             logits = model(x)
-            loss = lam * _loss(logits, labels, ctx) + (1 - lam) * _loss(logits, partner, ctx)
+            loss = _loss(logits, labels, ctx)
+            if lam < 1:
+                loss = lam * loss + (1 - lam) * _loss(logits, partner, ctx)
         optimizer.zero_grad(set_to_none=True)
         ctx["scaler"].scale(loss).backward()
         if cfg.grad_clip:
@@ -108,8 +110,7 @@ def _loss(logits, labels, ctx):
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg, gen: torch.Generator):
     """Mixup or CutMix (one of them per batch when both are on): the mixed batch, the partner labels
     and the weight λ of the original labels. λ = 1 (nothing mixed) when both are off."""
-    alphas = [a for a in (cfg.mixup, cfg.cutmix) if a > 0]
-    if not alphas:
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return x, labels, 1.0
     use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or torch.rand(1, generator=gen).item() < 0.5)
     alpha = cfg.cutmix if use_cutmix else cfg.mixup

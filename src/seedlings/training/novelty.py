@@ -32,25 +32,32 @@ class WithDistance(torch.nn.Module):
         self.register_buffer("whiten", whiten.float())  # D × D, with whiten @ whiten.T = Σ⁻¹
 
     def forward(self, x):
-        feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        feats = pooled_features(self.model, x)
         logits = self.model.get_classifier()(feats)
         z = feats.float() @ self.whiten
         d = (z * z).sum(1, keepdim=True) - 2 * z @ self.centres.T + (self.centres * self.centres).sum(1)
         return logits, d.min(1).values.clamp_min(0)
 
 
-@torch.no_grad()
-def features(model, images: np.ndarray, rows: np.ndarray, spec, batch_size: int = 128) -> np.ndarray:
-    """Pooled pre-classifier features (eval transform) of the given cache rows."""
-    from seedlings.data.torchdata import to_model_input
+def pooled_features(model, x):
+    """A timm model's pooled features, the input of its classifier."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
 
-    model.eval()
-    out = []
-    for i in range(0, len(rows), batch_size):
-        batch = torch.from_numpy(np.stack([images[r] for r in rows[i:i + batch_size]]))
-        x = to_model_input(batch, spec)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+
+class _PooledFeatures(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return pooled_features(self.model, x)
+
+
+def features(model, images: np.ndarray, rows: np.ndarray, spec) -> np.ndarray:
+    """Pooled pre-classifier features (eval transform) of the given cache rows."""
+    from seedlings.training.loop import predict_logits
+
+    return predict_logits(_PooledFeatures(model), images, rows, spec).astype(np.float64)
 
 
 def fit(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
