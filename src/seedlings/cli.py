@@ -30,6 +30,8 @@ def _add_train(sub) -> None:
     p.add_argument("--val-fraction", type=float, dest="val_fraction")
     p.add_argument("--val-data", dest="val_data", help="separate labelled folder for validation")
     p.add_argument("--seed", type=int)
+    p.add_argument("--split-seed", type=int, dest="split_seed",
+                   help="seed of the validation split (default: --seed); ensemble members share one")
     p.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights from the hub")
     p.add_argument("--weights", help="local safetensors file of the backbone's ImageNet weights")
     p.add_argument("--no-ema", action="store_false", dest="ema", default=None)
@@ -43,8 +45,8 @@ def cmd_train(args) -> int:
     from seedlings.training.fit import train_from_cli
 
     keys = ["data", "out", "model", "epochs", "image_size", "batch_size", "lr", "weight_decay", "warmup_epochs",
-            "label_smoothing", "balance", "precision", "val_fraction", "val_data", "seed", "pretrained",
-            "weights", "ema", "bad_images", "cache_dir", "threads"]
+            "label_smoothing", "mixup", "cutmix", "drop_path", "balance", "precision", "val_fraction", "val_data",
+            "seed", "split_seed", "pretrained", "weights", "ema", "bad_images", "cache_dir", "threads"]
     train_from_cli(args.config, {k: getattr(args, k) for k in keys}, resume=args.resume)
     return 0
 

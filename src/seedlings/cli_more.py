@@ -144,19 +144,32 @@ def _write_kaggle(rows: list[dict], path: Path) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a finished run to an ONNX model folder (parity-checked)")
-    p.add_argument("run", metavar="RUN_DIR")
+    p = sub.add_parser("export", help="export a finished run (or several, as one ensemble) to an ONNX model folder "
+                                      "(parity-checked)")
+    p.add_argument("run", metavar="RUN_DIR", nargs="+",
+                   help="run folder; several runs trained on the same split make a mean-probability ensemble")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", help="model folder to write (default RUN_DIR/model)")
+    p.add_argument("--out", help="model folder to write (default RUN_DIR/model; required for an ensemble)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8 also writes model.int8.onnx (static quantization calibrated on validation images)")
+    p.add_argument("--half-weights", action="store_true", dest="half",
+                   help="store model.onnx's weights as float16 (half the size, still computed in float32)")
 
 
 def cmd_export(args) -> int:
-    from seedlings.export.onnx import export_run
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if len(args.run) > 1:
+        from seedlings.export.ensemble import export_ensemble
 
-    out = Path(args.out) if args.out else Path(args.run) / "model"
-    export_run(args.run, out, precision=args.precision, log=lambda m: print(m, file=sys.stderr))
+        if not args.out:
+            raise UsageError("export of several runs (an ensemble) needs --out MODEL_DIR")
+        out = Path(args.out)
+        export_ensemble(args.run, out, precision=args.precision, half=args.half, log=log)
+    else:
+        from seedlings.export.onnx import export_run
+
+        out = Path(args.out) if args.out else Path(args.run[0]) / "model"
+        export_run(args.run[0], out, precision=args.precision, half=args.half, log=log)
     print(f"exported {out}")
     return 0
 

@@ -51,6 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     val_data: str | None = None  # a separate labelled folder for validation instead of a split
     seed: int = 0
+    split_seed: int | None = None  # seed of the stratified validation split; None = seed
     bad_images: str = "skip"
     cache_dir: str | None = None
     threads: int | None = None  # torch intra-op threads per process (default: cores / processes)

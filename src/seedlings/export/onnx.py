@@ -112,21 +112,41 @@ def _with_novelty(run: Path, meta: dict, model, log):
     return wrapped if wrapped is not None else model
 
 
-def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=print) -> Path:
-    """Write an ONNX model folder from a finished run folder."""
+def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: bool = False,
+               log=print) -> Path:
+    """Write an ONNX model folder from a finished run folder (``half``: float16 weights in model.onnx)."""
     run, out = Path(run), Path(out)
+    meta = finished_run(run)
+    check_precision(precision)
+    spec = PreprocessSpec.from_dict(meta["preprocess"])
+    model = load_run_model(run, meta)
+    graph = _with_novelty(run, meta, model, log)
+    meta["source_run"] = str(run.resolve())
+    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log)
+
+
+def finished_run(run: Path) -> dict:
     meta = load_metadata(run) if (run / "model.json").is_file() else None
     if meta is None or not (run / "weights.safetensors").is_file():
         raise SeedlingsError(f"{run}: not a finished run folder (needs model.json and weights.safetensors)")
+    return meta
+
+
+def check_precision(precision: str) -> None:
     if precision not in ("fp32", "int8"):
         raise SeedlingsError(f"--precision {precision}: choose fp32 or int8")
-    spec = PreprocessSpec.from_dict(meta["preprocess"])
-    model = load_run_model(run, meta)
+
+
+def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path, out: Path, precision: str,
+                       half: bool, log) -> Path:
+    """Export ``graph`` (``model`` plus its distance output, if any), check parity, write the folder.
+
+    ``model`` gives the logits int8 is compared with; ``run`` gives the parity images and split.json.
+    """
     tmp = out.with_name(out.name + ".exporting")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        graph = _with_novelty(run, meta, model, log)
         outputs = ("logits", "distance") if graph is not model else ("logits",)
         export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
         images, what = sample_images(run, meta)
@@ -145,8 +165,9 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=pr
             meta["export"]["int8"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", images, spec,
                                                    model, log)
             files.append("model.int8.onnx")
+        if half:
+            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", run, meta, images, spec, log)
         meta["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
-        meta["source_run"] = str(run.resolve())
         atomic_write_json(tmp / "model.json", meta)
         if (run / "split.json").is_file():  # lets `evaluate` score only the validation images
             shutil.copy2(run / "split.json", tmp / "split.json")
@@ -154,6 +175,67 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", log=pr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+HALF_TOLERANCE = 1e-2  # max |Δprob| that rounding the weights to float16 may cause
+
+
+def _halve(path: Path, run: Path, meta: dict, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
+    """Replace ``path`` by its float16-weight version; measure the change on the validation images."""
+    data, split = run_data(run, meta)
+    if data is not None and len(data.subset(split.val)):
+        images, what = np.asarray(data.images[data.subset(split.val)]), "validation images"
+    else:
+        what = "parity images"
+    before = _onnx_probs(path, images, spec)
+    store_weights_as_half(path)
+    after = _onnx_probs(path, images, spec)
+    report = {"weights": "float16 (computed in float32)", "images": f"{len(images)} {what}",
+              "max_abs_dprob_vs_float32_weights": float(np.abs(before - after).max()),
+              "top1_changed": int((before.argmax(1) != after.argmax(1)).sum())}
+    log(f"float16 weights on {report['images']}: max |Δprob| = {report['max_abs_dprob_vs_float32_weights']:.2e}, "
+        f"top-1 changed for {report['top1_changed']}")
+    if not report["max_abs_dprob_vs_float32_weights"] < HALF_TOLERANCE:
+        raise SeedlingsError(f"float16 weights move the probabilities by up to "
+                             f"{report['max_abs_dprob_vs_float32_weights']:.2e} (tolerance {HALF_TOLERANCE:g}); "
+                             "export without --half-weights")
+    return report
+
+
+def _onnx_probs(path: Path, images: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> np.ndarray:
+    import onnxruntime as ort
+
+    from seedlings.evaluation.metrics import softmax
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = [sess.run(None, {"image": normalize(images[i:i + batch], spec)})[0]
+              for i in range(0, len(images), batch)]
+    return softmax(np.concatenate(logits).astype(np.float64))
+
+
+def store_weights_as_half(path: Path) -> None:
+    """Store the graph's float32 weights as float16, each followed by a Cast back to float32.
+
+    Half the file size. ONNX Runtime folds the casts when it loads the model, so it still
+    computes in float32 (with weights rounded to float16: measured by _halve).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph, casts = proto.graph, []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < 16:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT,
+                                      name=f"{name}.cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    atomic_write(path, lambda tmp: onnx.save(proto, tmp))
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:

@@ -112,7 +112,8 @@ def _make_split(cfg: TrainConfig, env, data, run: Path, resuming: bool):
     if resuming and split_path.is_file():
         split = Split.load(split_path)
     else:
-        split = stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        split = stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
     train_rows, val_rows = data.subset(split.train), data.subset(split.val)
     missing = set(range(len(data.classes))) - set(data.labels[train_rows].tolist())
     if missing:

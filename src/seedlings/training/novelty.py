@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seedlings.models.ensemble import features_and_logits
+
 NOVELTY_FILE = "novelty.safetensors"
 FALSE_REJECT = 0.01  # share of real validation images the distance flag may flag
 SHRINK = 0.05  # covariance shrinkage towards its mean variance: 3,400 images for 512 dimensions
 
 
 class WithDistance(torch.nn.Module):
-    """A timm classifier that also returns each image's squared distance to the nearest class."""
+    """A timm classifier (or an Ensemble) that also returns each image's squared distance to the nearest class."""
 
     def __init__(self, model: torch.nn.Module, centres: torch.Tensor, whiten: torch.Tensor):
         super().__init__()
@@ -32,16 +34,15 @@ class WithDistance(torch.nn.Module):
         self.register_buffer("whiten", whiten.float())  # D × D, with whiten @ whiten.T = Σ⁻¹
 
     def forward(self, x):
-        feats = pooled_features(self.model, x)
-        logits = self.model.get_classifier()(feats)
+        feats, logits = features_and_logits(self.model, x)
         z = feats.float() @ self.whiten
         d = (z * z).sum(1, keepdim=True) - 2 * z @ self.centres.T + (self.centres * self.centres).sum(1)
         return logits, d.min(1).values.clamp_min(0)
 
 
 def pooled_features(model, x):
-    """A timm model's pooled features, the input of its classifier."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)
+    """A timm model's pooled features, the input of its classifier (an ensemble's: all members')."""
+    return features_and_logits(model, x)[0]
 
 
 class _PooledFeatures(torch.nn.Module):

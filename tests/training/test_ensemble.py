@@ -1,0 +1,117 @@
+"""Ensembles: members on one split, exported as one ONNX graph that averages their probabilities."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seedlings.errors import SeedlingsError
+
+
+@pytest.fixture(scope="module")
+def second_run(trained_run, tmp_path_factory):
+    """Another member: same data and split as trained_run, another seed (so other weights)."""
+    from seedlings.training.fit import train
+
+    meta = json.loads((trained_run / "model.json").read_text())
+    return train(data=meta["training"]["data"], out=str(tmp_path_factory.mktemp("member") / "run"), epochs=2,
+                 image_size=32, batch_size=16, threads=1, seed=7, split_seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(trained_run, second_run, tmp_path_factory):
+    from seedlings.export.ensemble import export_ensemble
+
+    return export_ensemble([trained_run, second_run], tmp_path_factory.mktemp("ens") / "model", log=lambda m: None)
+
+
+def test_split_seed_keeps_the_split_while_the_seed_changes_the_weights(trained_run, second_run):
+    assert (trained_run / "split.json").read_text() == (second_run / "split.json").read_text()
+    from seedlings.models.checkpoint import load_weights
+
+    a, b = load_weights(trained_run / "weights.safetensors"), load_weights(second_run / "weights.safetensors")
+    assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_ensemble_predicts_the_mean_of_its_members(trained_run, second_run, ensemble_dir):
+    from seedlings import load_model
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    members = [load_model(r) for r in (trained_run, second_run)]
+    ens = load_model(ensemble_dir)
+    assert ens.backend_name == "onnx"
+    from seedlings.evaluation.metrics import softmax
+    from seedlings.preprocess import PreprocessSpec, normalize
+
+    meta = json.loads((ensemble_dir / "model.json").read_text())
+    x = normalize(images, PreprocessSpec.from_dict(meta["preprocess"]))
+    member_probs = np.mean([softmax(m.run.scores(x)[0].astype(np.float64)) for m in members], axis=0)
+    ens_probs = softmax(ens.run.scores(x)[0].astype(np.float64))
+    assert np.abs(member_probs - ens_probs).max() < 1e-5
+    assert not np.allclose(member_probs, softmax(members[0].run.scores(x)[0].astype(np.float64)), atol=1e-3)
+
+
+def test_ensemble_model_json_describes_members_scores_and_unknown(ensemble_dir, trained_run, second_run):
+    meta = json.loads((ensemble_dir / "model.json").read_text())
+    assert meta["name"] == "seedlings-resnet10t-ensemble2"
+    assert [m["seed"] for m in meta["ensemble"]["members"]] == [0, 7]
+    assert meta["metrics"]["n"] == len(json.loads((trained_run / "split.json").read_text())["val"])
+    assert meta["unknown"]["method"] == "max_probability+feature_distance"
+    assert meta["unknown"]["distance_threshold"] > 0 and 0 < meta["calibration"]["temperature"]
+    assert meta["export"]["outputs"] == ["logits", "distance"]
+    assert meta["export"]["fp32_parity_max_abs_dprob"] < 1e-4
+    assert (ensemble_dir / "split.json").is_file()
+
+
+def test_ensemble_members_must_share_split_and_classes(trained_run, second_run, tmp_path):
+    from seedlings.export.ensemble import export_ensemble
+
+    other = tmp_path / "other-split"
+    shutil.copytree(second_run, other)
+    split = json.loads((other / "split.json").read_text())
+    split["train"], split["val"] = split["train"][1:], split["val"] + split["train"][:1]
+    (other / "split.json").write_text(json.dumps(split))
+    with pytest.raises(SeedlingsError, match="another split.*--split-seed"):
+        export_ensemble([trained_run, other], tmp_path / "m1", log=lambda m: None)
+    meta = json.loads((other / "model.json").read_text())
+    meta["image_size"] = 48
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(SeedlingsError, match="image_size differ"):
+        export_ensemble([trained_run, other], tmp_path / "m2", log=lambda m: None)
+    with pytest.raises(SeedlingsError, match="same run is given twice"):
+        export_ensemble([trained_run, trained_run], tmp_path / "m3", log=lambda m: None)
+    assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+
+
+def test_half_weights_halve_the_file_and_keep_the_predictions(trained_run, exported_model, tmp_path):
+    import onnx
+    from onnx import TensorProto
+
+    from seedlings import load_model
+    from seedlings.export.onnx import export_run
+
+    out = export_run(trained_run, tmp_path / "half", half=True, log=lambda m: None)
+    full, half = (exported_model / "model.onnx").stat().st_size, (out / "model.onnx").stat().st_size
+    assert half < 0.55 * full
+    big = [i for i in onnx.load(str(out / "model.onnx")).graph.initializer if np.prod(i.dims) >= 16]
+    assert big and all(i.data_type == TensorProto.FLOAT16 for i in big)
+    report = json.loads((out / "model.json").read_text())["export"]["half_weights"]
+    assert report["max_abs_dprob_vs_float32_weights"] < 1e-2
+    images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    a, b = load_model(exported_model).assess(images), load_model(out).assess(images)
+    assert np.abs(a[0] - b[0]).max() < 1e-2 and (a[0].argmax(1) == b[0].argmax(1)).all()
+
+
+def test_cli_export_of_several_runs_needs_out(trained_run, second_run, tmp_path):
+    cmd = [sys.executable, "-m", "seedlings", "export", str(trained_run), str(second_run)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs --out" in r.stderr
+    r = subprocess.run(cmd + ["--out", str(tmp_path / "ens"), "--half-weights"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "ensemble of 2: validation micro-F1" in r.stderr and (tmp_path / "ens" / "model.onnx").is_file()
