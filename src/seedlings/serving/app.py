@@ -21,6 +21,7 @@ from seedlings.serving.deps import BodyLimitMiddleware
 from seedlings.serving.errors import error_responses, install_error_handlers
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.predictor import Predictor
+from seedlings.serving.routes_v1 import PredictFastPath
 from seedlings.serving.routes_v1 import router as v1_router
 from seedlings.serving.routes_v2 import router as v2_router
 from seedlings.serving.settings import Settings
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_page(app)
     _add_docs(app)
     # Added innermost first: metrics see every response, including CORS preflights and 413s.
+    app.add_middleware(PredictFastPath, route=next(r for r in v1_router.routes if r.path == "/v1/predict"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics,
                        timeout=settings.upload_timeout_s)
     if settings.cors_origin_list:

@@ -71,7 +71,7 @@ class BodyLimitMiddleware:
                 message = await receive()
             else:
                 try:
-                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                    message = await _receive_by(receive, deadline, loop)
                 except asyncio.TimeoutError:
                     self.metrics.rejected.labels("upload_timeout").inc()
                     raise UploadTimeout(self.timeout) from None
@@ -84,3 +84,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def _receive_by(receive, deadline: float, loop):
+    """``await receive()`` with a deadline: ``asyncio.timeout_at`` where there is one (Python 3.11+), which,
+    unlike ``wait_for``, does not start a task for every body message."""
+    if _timeout_at is None:
+        return await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+    async with _timeout_at(deadline):
+        return await receive()
+
+
+_timeout_at = getattr(asyncio, "timeout_at", None)

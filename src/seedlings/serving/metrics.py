@@ -56,10 +56,18 @@ class Metrics:
                                 ["reason"], registry=reg)
         self.ready = Gauge("seedlings_ready", "1 once the model is loaded and warmed", registry=reg,
                            multiprocess_mode="livemin")
+        # (route, method, status) -> the request counter and latency histogram for those labels. Bounded:
+        # routes are templates and statuses are the few the app returns.
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     def observe_request(self, route: str, method: str, status: int, started: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(time.perf_counter() - started)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a tuple check on every call; keep its children
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

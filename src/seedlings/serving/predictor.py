@@ -60,6 +60,12 @@ class _Item:
     model_busy: bool  # a batch was in flight when this image was queued
 
 
+def _expire(items: list[_Item], seconds: float) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(InferenceTimeout(f"no answer within {seconds:g}s"))
+
+
 class Predictor:
     """A loaded :class:`~seedlings.inference.Model` plus the micro-batching queue in front of it."""
 
@@ -155,11 +161,18 @@ class Predictor:
         self._queue.extend(items)
         self.metrics.queue_depth.set(len(self._queue))
         self._arrived.set()
+        # One timer for the request instead of wait_for(gather(...)), which costs a task and two
+        # futures per request; an expired or abandoned request's items are done, so the worker skips them.
+        timer = loop.call_later(self.settings.request_timeout_s, _expire, items, self.settings.request_timeout_s)
         try:
-            rows = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)),
-                                          self.settings.request_timeout_s)
-        except asyncio.TimeoutError as exc:  # the worker skips the cancelled items
-            raise InferenceTimeout(f"no answer within {self.settings.request_timeout_s:g}s") from exc
+            rows = [await item.future for item in items]
+        finally:
+            timer.cancel()
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()  # the request went away: the worker skips these
+                elif not item.future.cancelled():
+                    item.future.exception()  # retrieved: asyncio logs errors nobody looked at
         distance = None if rows[0][1] is None else np.array([d for _, d in rows])
         return np.stack([p for p, _ in rows]), distance
 
