@@ -151,8 +151,8 @@ def simple_query(raw: bytes) -> dict | None:
 class PredictFastPath:
     """Pure ASGI middleware: ``POST /v1/predict`` straight to its endpoint, past FastAPI's per-request work.
 
-    On a 2-core machine the Python around each photo (routing, dependency solving, exception and
-    exit-stack layers) cost as much CPU as the model. This takes the plain requests (no root path,
+    On a 2-core machine every millisecond of Python around a photo (routing, dependency solving,
+    exception and exit-stack layers) is taken from the model. This takes the plain requests (no root path,
     an empty or plainly valid query) to :func:`predict` directly: the token and readiness checks
     run in the dependencies' order, errors go to the app's own exception handlers, and the route is
     set in the scope as the router would set it (metrics label by it). Everything else, including
