@@ -131,3 +131,55 @@ def test_arrays_and_pil_inputs():
     assert open_image(Image.new("L", (20, 20))).mode == "RGB"
     with pytest.raises(ImageError):
         open_image(np.zeros((3, 3, 3, 3), np.uint8))
+
+
+def _png(arr: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def spng_calls(monkeypatch):
+    """Counts libspng decodes; pyspng is part of the serve extra (skipped without it, failed in CI)."""
+    import os
+
+    import seedlings.images as images
+
+    if images.pyspng is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("pyspng is required in CI (the serve extra installs it)")
+        pytest.skip("pyspng not installed")
+    calls = []
+    real = images.pyspng.load
+    monkeypatch.setattr(images.pyspng, "load", lambda data: calls.append(1) or real(data))
+    return calls
+
+
+def test_plain_rgb_png_takes_libspng_and_gives_pillows_pixels(spng_calls):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    img = open_image(_png(arr, "RGB"))
+    assert spng_calls == [1]
+    assert img.mode == "RGB" and img.size == (53, 37) and np.array_equal(np.asarray(img), arr)
+
+
+def test_other_pngs_take_pillows_path(spng_calls):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (20, 20, 4), dtype=np.uint8)
+    grey = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+    for data in (_png(rgba, "RGBA"), _png(grey, "L")):
+        assert open_image(data).mode == "RGB"
+    assert spng_calls == []
+
+
+def test_broken_plain_png_still_gets_its_error(spng_calls):
+    data = _png(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
+    with pytest.raises(ImageError) as err:
+        open_image(data[: len(data) // 2])
+    assert err.value.code in ("truncated", "unreadable") and spng_calls == [1]
+    huge = bytearray(data)
+    huge[16:24] = (100_000).to_bytes(4, "big") * 2  # 10¹⁰ pixels claimed in the header
+    with pytest.raises(ImageError) as err:
+        open_image(bytes(huge))
+    assert err.value.code == "too_large" and spng_calls == [1]  # refused before any decoding
