@@ -68,6 +68,19 @@ def test_ensemble_model_json_describes_members_scores_and_unknown(ensemble_dir, 
     assert (ensemble_dir / "split.json").is_file()
 
 
+def test_an_ensemble_folder_evaluates_on_its_validation_split(ensemble_dir, tmp_path):
+    from seedlings import load_model
+    from seedlings.evaluation.report import evaluate
+
+    folder = tmp_path / "copy"
+    shutil.copytree(ensemble_dir, folder)
+    (folder / "split.json").unlink()  # found again through source_run
+    meta = json.loads((folder / "model.json").read_text())
+    report = evaluate(load_model(folder), meta["training"]["data"], progress=False)
+    assert report["n"] == meta["metrics"]["n"]
+    assert report["f1_micro"] == pytest.approx(meta["metrics"]["f1_micro"], abs=1e-9)
+
+
 def test_ensemble_members_must_share_split_and_classes(trained_run, second_run, tmp_path):
     from seedlings.export.ensemble import export_ensemble
 

@@ -89,7 +89,7 @@ def ensemble_metadata(runs: list[Path], metas: list[dict], report: dict, calib: 
         "training": {**base.get("training", {}),
                      "wall_s": max(m.get("training", {}).get("wall_s", 0) for m in metas),
                      "members_wall_s": [m.get("training", {}).get("wall_s") for m in metas]},
-        "source_run": [str(r.resolve()) for r in runs],
+        "source_run": str(runs[0].resolve()),  # where split.json lives (every member has the same one)
     })
     return meta
 
