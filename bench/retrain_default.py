@@ -48,11 +48,15 @@ def main() -> None:
             + (["--resume"] if args.resume else []) for i, run in enumerate(runs)]
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    logs = [open(f"{run}.log", "a") for run in runs]
     procs = []
-    for cmd, run in zip(cmds, runs):
-        print("$", " ".join(cmd), f"> {run}.log", flush=True)
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(f"{run}.log", "a")))
-    if any(p.wait() != 0 for p in procs):
+    for cmd, run, log in zip(cmds, runs, logs):
+        print("$", " ".join(cmd), f"2> {run}.log", flush=True)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log))
+    failed = [p.wait() != 0 for p in procs]
+    for log in logs:
+        log.close()
+    if any(failed):
         sys.exit(f"a member failed; see {', '.join(f'{r}.log' for r in runs)}")
     trained = time.perf_counter() - start
     model = args.out / "model"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from tests.helpers import make_dataset, synthetic_image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port, make_dataset, synthetic_image
 
 
 def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:

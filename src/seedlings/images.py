@@ -83,7 +83,9 @@ def _plain_png(data: bytes, max_pixels: int, label) -> Image.Image | None:
     """An 8-bit RGB PNG without EXIF or animation, decoded by libspng; None for every other input."""
     if pyspng is None or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
         return None
-    if data[24] != 8 or data[25] != 2 or b"eXIf" in data or b"acTL" in data:  # bit depth, colour type RGB
+    if data[24] != 8 or data[25] != 2:  # bit depth 8, colour type RGB
+        return None
+    if b"eXIf" in data or b"Raw profile type exif" in data or b"acTL" in data:  # orientation, animation
         return None
     size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     _check_dimensions(size, max_pixels, label)

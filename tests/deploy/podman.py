@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -127,12 +126,6 @@ def image_size_mb(image: str) -> float:
     size = int(inspect(image, "{{.Size}}")) / 1e6
     print(f"{image}: {size:.0f} MB")
     return size
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_status(url: str, headers: dict | None = None, timeout: float = 5) -> int:

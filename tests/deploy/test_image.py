@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.helpers import free_port
 
 from .conftest import REPO, child_env
 from .podman import CA_BUNDLE, PODMAN, ULIMITS, build
@@ -33,12 +33,6 @@ IMAGE = "localhost/seedlings-serve:test"
 @pytest.fixture(scope="module")
 def serve_image() -> str:
     return build("serve", IMAGE)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model_for(request, tmp: Path) -> tuple[list[str], list[str]]:
@@ -119,7 +113,7 @@ def test_serve_image_runs_non_root_and_predicts(serve_image, request, tmp_path):
     )
     print(f"serve image: {size / 1e6:.0f} MB")
     mount, classes = _model_for(request, tmp_path)
-    port = _free_port()
+    port = free_port()
     # As locked down as the Kubernetes Deployment: read-only root, no capabilities, no privilege gain.
     start = timed_run(
         [

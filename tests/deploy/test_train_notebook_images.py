@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.helpers import free_port
 
 from . import podman as P
 
@@ -93,7 +94,7 @@ def _api(port: int, path: str, token: str | None = None, method: str = "GET") ->
 def test_notebook_image_serves_jupyterlab_with_token(notebook_image):
     P.image_size_mb(notebook_image)
     assert "JUPYTER_TOKEN" not in P.inspect(notebook_image, "{{.Config.Env}}"), "a token was baked in"
-    token, port = secrets.token_hex(16), P.free_port()
+    token, port = secrets.token_hex(16), free_port()
     start = P.run(
         [
             *P.PODMAN, "run", "-d", "--rm", "--network", "host",

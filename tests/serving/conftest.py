@@ -11,7 +11,6 @@ import importlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.helpers import synthetic_image
+from tests.helpers import free_port, synthetic_image
 
 READY_TIMEOUT_S = 180  # generous: CI machines can be very busy
 
@@ -44,12 +43,6 @@ def serve_command() -> list[str]:
     if "serve" in COMMANDS:
         return [sys.executable, "-m", "seedlings", "serve"]
     return [sys.executable, "-m", "seedlings.serving.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png_bytes(img: Image.Image | None = None, fmt: str = "PNG", **save) -> bytes:

@@ -65,7 +65,7 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
         unknown = novelty.fit_run(ensemble, train_set, val_set, spec, len(metas[0]["classes"]), Path(work))
         graph = novelty.wrap(ensemble, Path(work))
     meta = ensemble_metadata(runs, metas, report, calib, unknown)
-    return write_model_folder(graph, ensemble, meta, spec, runs[0], out, precision, half, log)
+    return write_model_folder(graph, ensemble, meta, spec, runs[0], out, precision, half, log, (data, split))
 
 
 def ensemble_metadata(runs: list[Path], metas: list[dict], report: dict, calib: dict, unknown: dict) -> dict:
@@ -95,9 +95,9 @@ def ensemble_metadata(runs: list[Path], metas: list[dict], report: dict, calib: 
 
 
 def _seed(run: Path):
-    try:
-        import yaml
+    import yaml
 
+    try:
         return yaml.safe_load((run / "config.yaml").read_text()).get("seed")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, yaml.YAMLError, AttributeError):
         return None

@@ -56,9 +56,8 @@ def run_data(run: Path, meta: dict):
         return None, None
 
 
-def sample_images(run: Path, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
-    """Real validation images of the run from its prepared cache; synthetic noise when unavailable."""
-    data, split = run_data(run, meta)
+def sample_images(data, split, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
+    """Real validation images of the run (``run_data``'s result); synthetic noise when unavailable."""
     if data is not None:
         rows = data.subset(split.val)[:n]
         if len(rows):
@@ -87,13 +86,13 @@ def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> 
     return dprob, float((np.abs(want - got[1]) / np.maximum(np.abs(want), 1.0)).max())
 
 
-def _with_novelty(run: Path, meta: dict, model, log):
+def _with_novelty(run: Path, meta: dict, model, data_split, log):
     """The model with its feature-distance output; fitted now for runs trained before it existed."""
     from seedlings.training import novelty
 
     wrapped = novelty.wrap(model, run)
     if wrapped is None and "distance_threshold" not in meta.get("unknown", {}):
-        data, split = run_data(run, meta)
+        data, split = data_split
         if data is None:
             log("no feature-distance detector: the run has none and its data folder is not here")
             return model
@@ -120,9 +119,10 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: 
     check_precision(precision)
     spec = PreprocessSpec.from_dict(meta["preprocess"])
     model = load_run_model(run, meta)
-    graph = _with_novelty(run, meta, model, log)
+    data_split = run_data(run, meta)
+    graph = _with_novelty(run, meta, model, data_split, log)
     meta["source_run"] = str(run.resolve())
-    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log)
+    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log, data_split)
 
 
 def finished_run(run: Path) -> dict:
@@ -138,10 +138,11 @@ def check_precision(precision: str) -> None:
 
 
 def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path, out: Path, precision: str,
-                       half: bool, log) -> Path:
+                       half: bool, log, data_split=(None, None)) -> Path:
     """Export ``graph`` (``model`` plus its distance output, if any), check parity, write the folder.
 
-    ``model`` gives the logits int8 is compared with; ``run`` gives the parity images and split.json.
+    ``model`` gives the logits int8 is compared with; ``data_split`` (``run_data``'s result) the parity
+    and validation images; ``run`` its split.json.
     """
     tmp = out.with_name(out.name + ".exporting")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +150,7 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
     try:
         outputs = ("logits", "distance") if graph is not model else ("logits",)
         export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
-        images, what = sample_images(run, meta)
+        images, what = sample_images(*data_split, meta)
         delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
         log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
             + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
@@ -166,7 +167,7 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
                                                    model, log)
             files.append("model.int8.onnx")
         if half:
-            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", run, meta, images, spec, log)
+            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", data_split, images, spec, log)
         meta["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
         atomic_write_json(tmp / "model.json", meta)
         if (run / "split.json").is_file():  # lets `evaluate` score only the validation images
@@ -180,16 +181,16 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
 HALF_TOLERANCE = 1e-2  # max |Δprob| that rounding the weights to float16 may cause
 
 
-def _halve(path: Path, run: Path, meta: dict, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
+def _halve(path: Path, data_split, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
     """Replace ``path`` by its float16-weight version; measure the change on the validation images."""
-    data, split = run_data(run, meta)
-    if data is not None and len(data.subset(split.val)):
-        images, what = np.asarray(data.images[data.subset(split.val)]), "validation images"
-    else:
-        what = "parity images"
-    before = _onnx_probs(path, images, spec)
+    from seedlings.export.quantize import onnx_probs
+
+    data, split = data_split
+    rows = data.subset(split.val) if data is not None else []
+    images, what = (np.asarray(data.images[rows]), "validation images") if len(rows) else (images, "parity images")
+    before = onnx_probs(path, images, spec)
     store_weights_as_half(path)
-    after = _onnx_probs(path, images, spec)
+    after = onnx_probs(path, images, spec)
     report = {"weights": "float16 (computed in float32)", "images": f"{len(images)} {what}",
               "max_abs_dprob_vs_float32_weights": float(np.abs(before - after).max()),
               "top1_changed": int((before.argmax(1) != after.argmax(1)).sum())}
@@ -200,17 +201,6 @@ def _halve(path: Path, run: Path, meta: dict, images: np.ndarray, spec: Preproce
                              f"{report['max_abs_dprob_vs_float32_weights']:.2e} (tolerance {HALF_TOLERANCE:g}); "
                              "export without --half-weights")
     return report
-
-
-def _onnx_probs(path: Path, images: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> np.ndarray:
-    import onnxruntime as ort
-
-    from seedlings.evaluation.metrics import softmax
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits = [sess.run(None, {"image": normalize(images[i:i + batch], spec)})[0]
-              for i in range(0, len(images), batch)]
-    return softmax(np.concatenate(logits).astype(np.float64))
 
 
 def store_weights_as_half(path: Path) -> None:

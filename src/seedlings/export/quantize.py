@@ -56,20 +56,23 @@ def _preprocess_graph(fp32_path: Path, out_path: Path, log) -> Path:
         return fp32_path
 
 
-def _probs(path: Path, images_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def onnx_probs(path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> np.ndarray:
+    """Probabilities (no temperature) of an ONNX model file for uint8 N×S×S×3 images."""
     import onnxruntime as ort
 
     from seedlings.evaluation.metrics import softmax
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return softmax(sess.run(None, {name: normalize(images_uint8, spec)})[0].astype(np.float64))
+    logits = [sess.run(None, {name: normalize(images_uint8[i:i + batch], spec)})[0]
+              for i in range(0, len(images_uint8), batch)]
+    return softmax(np.concatenate(logits).astype(np.float64))
 
 
-def _reference_probs(fp32_path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, torch_model):
+def _referenceonnx_probs(fp32_path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, torch_model):
     """What int8 is compared with: the PyTorch model when given (the truth), else the fp32 ONNX."""
     if torch_model is None:
-        return _probs(fp32_path, images_uint8, spec)
+        return onnx_probs(fp32_path, images_uint8, spec)
     import torch
 
     from seedlings.evaluation.metrics import softmax
@@ -112,8 +115,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images_uint8: np.
         atomic_write(out_path, write)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ref = _reference_probs(fp32_path, images_uint8, spec, torch_model)
-    got = _probs(out_path, images_uint8, spec)
+    ref = _referenceonnx_probs(fp32_path, images_uint8, spec, torch_model)
+    got = onnx_probs(out_path, images_uint8, spec)
     report = {
         "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations (MinMax)",
         "calibration_images": int(len(images_uint8)),
