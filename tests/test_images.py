@@ -183,3 +183,14 @@ def test_broken_plain_png_still_gets_its_error(spng_calls):
     with pytest.raises(ImageError) as err:
         open_image(bytes(huge))
     assert err.value.code == "too_large" and spng_calls == [1]  # refused before any decoding
+
+
+def test_png_with_a_text_exif_profile_takes_pillows_path(spng_calls):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", "exif\n      10\n45786966000049492a00")
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, format="PNG", pnginfo=info)
+    assert open_image(buf.getvalue()).size == (16, 16)
+    assert spng_calls == []
