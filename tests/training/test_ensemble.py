@@ -89,7 +89,7 @@ def test_ensemble_members_must_share_split_and_classes(trained_run, second_run, 
     split = json.loads((other / "split.json").read_text())
     split["train"], split["val"] = split["train"][1:], split["val"] + split["train"][:1]
     (other / "split.json").write_text(json.dumps(split))
-    with pytest.raises(SeedlingsError, match="another split.*--split-seed"):
+    with pytest.raises(SeedlingsError, match="validated on other images.*--split-seed"):
         export_ensemble([trained_run, other], tmp_path / "m1", log=lambda m: None)
     meta = json.loads((other / "model.json").read_text())
     meta["image_size"] = 48
@@ -128,3 +128,30 @@ def test_cli_export_of_several_runs_needs_out(trained_run, second_run, tmp_path)
                        timeout=600)
     assert r.returncode == 0, r.stderr
     assert "ensemble of 2: validation micro-F1" in r.stderr and (tmp_path / "ens" / "model.onnx").is_file()
+
+
+def test_runs_validated_on_a_val_data_folder_make_an_ensemble(tmp_path):
+    """Members trained with --val-data are scored on that folder; another folder is refused."""
+    from seedlings.export.ensemble import export_ensemble
+    from seedlings.training.fit import train
+    from tests.helpers import SYNTH_CLASSES, make_dataset
+
+    data = make_dataset(tmp_path / "train", per_class=10)
+    val = make_dataset(tmp_path / "val", per_class=3, seed=5, classes=SYNTH_CLASSES[1:])  # labels shift by one
+    other_val = make_dataset(tmp_path / "val2", per_class=2, seed=6)
+    runs = [train(data=str(data), val_data=str(v), out=str(tmp_path / f"m{i}"), epochs=1, image_size=24,
+                  batch_size=16, threads=1, seed=i, progress=False)
+            for i, v in enumerate((val, val, other_val))]
+    meta0 = json.loads((runs[0] / "model.json").read_text())
+    assert meta0["training"]["val_data"] == str(val)
+    from seedlings.export.onnx import run_data
+
+    train_set, val_set = run_data(runs[0], meta0)
+    assert len(train_set.rows) == 30 and sorted(val_set.labels[val_set.rows].tolist()) == [1, 1, 1, 2, 2, 2]
+    out = export_ensemble(runs[:2], tmp_path / "ens", log=lambda m: None)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["metrics"]["n"] == 6 and meta["export"]["parity_images"] == "6 validation images of the run"
+    members = [json.loads((r / "model.json").read_text())["metrics"]["f1_micro"] for r in runs[:2]]
+    assert [m["f1_micro"] for m in meta["ensemble"]["members"]] == members
+    with pytest.raises(SeedlingsError, match="validated on other images"):
+        export_ensemble([runs[0], runs[2]], tmp_path / "bad", log=lambda m: None)

@@ -1,8 +1,9 @@
 """Export several finished runs as one model: the mean of their probabilities, in one ONNX graph.
 
 The members must predict the same species from the same input (image size, normalisation) and
-must have been validated on the same split (train them with the same --split-seed), so that the
-ensemble can be scored, calibrated and given its "unknown" thresholds on images none of them saw.
+must have been validated on the same images (the same split: train them with the same --split-seed;
+or the same --val-data folder), so that the ensemble can be scored, calibrated and given its
+"unknown" thresholds on images none of them saw.
 """
 
 from __future__ import annotations
@@ -13,28 +14,39 @@ import tempfile
 from pathlib import Path
 
 from seedlings.errors import SeedlingsError
-from seedlings.export.onnx import check_precision, finished_run, load_run_model, run_data, write_model_folder
+from seedlings.export.onnx import (check_precision, finished_run, load_run_model, run_config, run_data,
+                                   write_model_folder)
 from seedlings.preprocess import PreprocessSpec
 
 
 def check_members(runs: list[Path], metas: list[dict]) -> None:
     """Refuse members that do not fit together, naming the run and what differs."""
     first, base = runs[0], metas[0]
-    split0 = (first / "split.json").read_text() if (first / "split.json").is_file() else None
-    if split0 is None:
-        raise SeedlingsError(f"{first}: has no split.json; an ensemble is scored on its members' shared "
-                             "validation split (runs trained with --val-data cannot be ensembled yet)")
+    held_out = _validation(first, base)
+    if held_out is None:
+        raise SeedlingsError(f"{first}: has neither split.json nor a --val-data folder; an ensemble is scored "
+                             "on its members' shared validation images")
     for run, meta in zip(runs[1:], metas[1:]):
         for key in ("classes", "image_size", "preprocess"):
             if meta[key] != base[key]:
                 raise SeedlingsError(f"{run}: its {key} differ from {first}'s; ensemble members must share "
                                      "classes, image size and preprocessing")
-        split = (run / "split.json").read_text() if (run / "split.json").is_file() else None
-        if split is None or json.loads(split) != json.loads(split0):
-            raise SeedlingsError(f"{run}: validated on another split than {first}; train every member with "
-                                 "the same --split-seed (and data) so the ensemble has unseen validation images")
+        if _validation(run, meta) != held_out:
+            raise SeedlingsError(f"{run}: validated on other images than {first}; train every member on the same "
+                                 "data with the same --split-seed (or the same --val-data folder) so the ensemble "
+                                 "has validation images none of them trained on")
     if len({str(r.resolve()) for r in runs}) < len(runs):
         raise SeedlingsError("the same run is given twice; an ensemble needs different members")
+
+
+def _validation(run: Path, meta: dict):
+    """What a run was validated on: its --val-data and data folders, or its split; None if unknown."""
+    val_data = meta.get("training", {}).get("val_data") or run_config(run).get("val_data")
+    if val_data:
+        return "val_data", str(Path(val_data).resolve()), str(Path(meta["training"]["data"]).resolve())
+    if (run / "split.json").is_file():
+        return "split", json.loads((run / "split.json").read_text())
+    return None
 
 
 def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "fp32", half: bool = False,
@@ -43,7 +55,6 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
     from seedlings.evaluation.calibrate import calibrate_run
     from seedlings.models.ensemble import Ensemble
     from seedlings.training import novelty
-    from seedlings.training.fit import Subset
 
     runs, out = [Path(r) for r in runs], Path(out)
     if len(runs) < 2:
@@ -51,13 +62,13 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
     metas = [finished_run(run) for run in runs]
     check_precision(precision)
     check_members(runs, metas)
-    data, split = run_data(runs[0], metas[0])
-    if data is None:
-        raise SeedlingsError(f"{metas[0]['training'].get('data')}: the members' data folder is not here; "
-                             "exporting an ensemble scores and calibrates it on their validation images")
+    train_set, val_set = run_data(runs[0], metas[0])
+    if val_set is None:
+        raise SeedlingsError(f"{metas[0]['training'].get('data')}: the members' data folder (or --val-data "
+                             "folder) is not here; exporting an ensemble scores and calibrates it on their "
+                             "validation images")
     spec = PreprocessSpec.from_dict(metas[0]["preprocess"])
     ensemble = Ensemble([load_run_model(run, meta) for run, meta in zip(runs, metas)]).eval()
-    train_set, val_set = (Subset(data.images, data.labels, data.subset(names)) for names in (split.train, split.val))
     calib, report = calibrate_run(ensemble, val_set, spec, metas[0]["classes"])
     log(f"ensemble of {len(runs)}: validation micro-F1 {report['f1_micro']:.4f} (members: "
         + ", ".join(f"{m['metrics']['f1_micro']:.4f}" for m in metas) + ")")
@@ -65,7 +76,7 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
         unknown = novelty.fit_run(ensemble, train_set, val_set, spec, len(metas[0]["classes"]), Path(work))
         graph = novelty.wrap(ensemble, Path(work))
     meta = ensemble_metadata(runs, metas, report, calib, unknown)
-    return write_model_folder(graph, ensemble, meta, spec, runs[0], out, precision, half, log, (data, split))
+    return write_model_folder(graph, ensemble, meta, spec, runs[0], out, precision, half, log, val_set)
 
 
 def ensemble_metadata(runs: list[Path], metas: list[dict], report: dict, calib: dict, unknown: dict) -> dict:
@@ -95,9 +106,4 @@ def ensemble_metadata(runs: list[Path], metas: list[dict], report: dict, calib: 
 
 
 def _seed(run: Path):
-    import yaml
-
-    try:
-        return yaml.safe_load((run / "config.yaml").read_text()).get("seed")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
+    return run_config(run).get("seed")

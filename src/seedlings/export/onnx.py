@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seedlings.errors import SeedlingsError
-from seedlings.fileio import atomic_write, atomic_write_json, read_json, sha256_file
+from seedlings.fileio import atomic_write, atomic_write_json, sha256_file
 from seedlings.inference import load_metadata
 from seedlings.models import create_model
 from seedlings.models.checkpoint import load_weights
@@ -46,22 +46,45 @@ def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = (
 
 
 def run_data(run: Path, meta: dict):
-    """The run's prepared data and split, or (None, None) when its data folder is not here."""
-    try:
-        from seedlings.data import Split, prepare
+    """The run's (training, validation) images as two ``Subset``s, or (None, None) when its data is not here.
 
-        cfg = read_json(run / "model.json", "model.json")["training"]
-        return prepare(cfg["data"], meta["image_size"], progress=False), Split.load(run / "split.json")
-    except (SeedlingsError, KeyError, OSError):
+    Validation is the run's split (split.json) of its data folder, or its --val-data folder.
+    """
+    from seedlings.data import Split, prepare
+    from seedlings.training.fit import Subset
+
+    training, classes, size = meta.get("training", {}), meta["classes"], meta["image_size"]
+    try:
+        data = prepare(training["data"], size, progress=False)
+        labels = np.asarray([classes.index(c) for c in data.classes])[data.labels]
+        val_root = training.get("val_data") or run_config(run).get("val_data")
+        if val_root:
+            val = prepare(val_root, size, progress=False)
+            val_labels = np.asarray([classes.index(c) for c in val.classes])[val.labels]
+            return (Subset(data.images, labels, np.arange(len(data.files))),
+                    Subset(val.images, val_labels, np.arange(len(val.files))))
+        split = Split.load(run / "split.json")
+        return tuple(Subset(data.images, labels, data.subset(names)) for names in (split.train, split.val))
+    except (SeedlingsError, KeyError, OSError, ValueError):  # ValueError: a class the model does not know
         return None, None
 
 
-def sample_images(data, split, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
-    """Real validation images of the run (``run_data``'s result); synthetic noise when unavailable."""
-    if data is not None:
-        rows = data.subset(split.val)[:n]
-        if len(rows):
-            return np.asarray(data.images[rows]), f"{len(rows)} validation images of {meta['training']['data']}"
+def run_config(run: Path) -> dict:
+    """The run's config.yaml ({} when missing or unreadable)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def sample_images(val_set, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
+    """Real validation images of the run (``run_data``'s second subset); synthetic noise when unavailable."""
+    if val_set is not None and len(val_set.rows):
+        rows = val_set.rows[:n]
+        return np.asarray(val_set.images[rows]), f"{len(rows)} validation images of the run"
     rng = np.random.default_rng(0)
     size = meta["image_size"]
     return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "16 random images (data not found)"
@@ -86,20 +109,16 @@ def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> 
     return dprob, float((np.abs(want - got[1]) / np.maximum(np.abs(want), 1.0)).max())
 
 
-def _with_novelty(run: Path, meta: dict, model, data_split, log):
+def _with_novelty(run: Path, meta: dict, model, subsets, log):
     """The model with its feature-distance output; fitted now for runs trained before it existed."""
     from seedlings.training import novelty
 
     wrapped = novelty.wrap(model, run)
     if wrapped is None and "distance_threshold" not in meta.get("unknown", {}):
-        data, split = data_split
-        if data is None:
+        if subsets[0] is None:
             log("no feature-distance detector: the run has none and its data folder is not here")
             return model
-        from seedlings.training.fit import Subset
-
         spec = PreprocessSpec.from_dict(meta["preprocess"])
-        subsets = [Subset(data.images, data.labels, data.subset(names)) for names in (split.train, split.val)]
         meta["unknown"] = {**meta.get("unknown", {}), **novelty.fit_run(model, *subsets, spec,
                                                                          len(meta["classes"]), run),
                            "method": "max_probability+feature_distance"}
@@ -119,10 +138,10 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: 
     check_precision(precision)
     spec = PreprocessSpec.from_dict(meta["preprocess"])
     model = load_run_model(run, meta)
-    data_split = run_data(run, meta)
-    graph = _with_novelty(run, meta, model, data_split, log)
+    subsets = run_data(run, meta)
+    graph = _with_novelty(run, meta, model, subsets, log)
     meta["source_run"] = str(run.resolve())
-    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log, data_split)
+    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log, subsets[1])
 
 
 def finished_run(run: Path) -> dict:
@@ -138,11 +157,11 @@ def check_precision(precision: str) -> None:
 
 
 def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path, out: Path, precision: str,
-                       half: bool, log, data_split=(None, None)) -> Path:
+                       half: bool, log, val_set=None) -> Path:
     """Export ``graph`` (``model`` plus its distance output, if any), check parity, write the folder.
 
-    ``model`` gives the logits int8 is compared with; ``data_split`` (``run_data``'s result) the parity
-    and validation images; ``run`` its split.json.
+    ``model`` gives the logits int8 is compared with; ``val_set`` (``run_data``'s second subset) the
+    parity and validation images; ``run`` its split.json.
     """
     tmp = out.with_name(out.name + ".exporting")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -150,7 +169,7 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
     try:
         outputs = ("logits", "distance") if graph is not model else ("logits",)
         export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
-        images, what = sample_images(*data_split, meta)
+        images, what = sample_images(val_set, meta)
         delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
         log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
             + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
@@ -167,7 +186,7 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
                                                    model, log)
             files.append("model.int8.onnx")
         if half:
-            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", data_split, images, spec, log)
+            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", val_set, images, spec, log)
         meta["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
         atomic_write_json(tmp / "model.json", meta)
         if (run / "split.json").is_file():  # lets `evaluate` score only the validation images
@@ -181,13 +200,14 @@ def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path
 HALF_TOLERANCE = 1e-2  # max |Δprob| that rounding the weights to float16 may cause
 
 
-def _halve(path: Path, data_split, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
+def _halve(path: Path, val_set, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
     """Replace ``path`` by its float16-weight version; measure the change on the validation images."""
     from seedlings.export.quantize import onnx_probs
 
-    data, split = data_split
-    rows = data.subset(split.val) if data is not None else []
-    images, what = (np.asarray(data.images[rows]), "validation images") if len(rows) else (images, "parity images")
+    if val_set is not None and len(val_set.rows):
+        images, what = np.asarray(val_set.images[val_set.rows]), "validation images"
+    else:
+        what = "parity images"
     before = onnx_probs(path, images, spec)
     store_weights_as_half(path)
     after = onnx_probs(path, images, spec)

@@ -320,6 +320,7 @@ def build_model_json(cfg, classes, spec, best, calib, report, wall, env, precisi
         "calibration": calib["calibration"], "unknown": calib["unknown"],
         "training": {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size,
                      "precision": precision, "device": env.device, "n_train": n_train, "n_val": n_val,
-                     "data": str(cfg.data), "command": " ".join(sys.argv), "host_cpus": os.cpu_count()},
+                     "data": str(cfg.data), **({"val_data": str(cfg.val_data)} if cfg.val_data else {}),
+                     "command": " ".join(sys.argv), "host_cpus": os.cpu_count()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
