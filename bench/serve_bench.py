@@ -1,6 +1,6 @@
 """Serving benchmark: model-only throughput and end-to-end HTTP figures, printed side by side.
 
-    python bench/serve_bench.py --run RUN_DIR [--model MODEL_DIR] [--quick] [--client raw|httpx]
+    python bench/serve_bench.py --run RUN_DIR [--model MODEL_DIR] [--quick] [--client raw|httpx] [--workers N]
 
 * the machine: CPU, the instruction sets int8 depends on (AVX-512 VNNI / AVX-VNNI / AMX), load average;
 * model only: PyTorch eager (needs ``--run``) vs ONNX Runtime fp32 vs int8, images/s at batch 1 and 16
@@ -136,10 +136,28 @@ class Server:
                 time.sleep(0.02)
         self.ready_s = time.perf_counter() - started
 
+    def pids(self) -> list[int]:
+        """The server process and its worker processes (``--workers N``)."""
+        pids, parents = [self.proc.pid], {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        for pid in pids:  # grows while it is walked: children, then theirs
+            pids.extend(p for p, ppid in parents.items() if ppid == pid)
+        return pids
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server's processes so far (all their threads)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def batches(self) -> tuple[float, float]:
         """(model runs, images) so far, from the server's own metrics."""
@@ -151,10 +169,15 @@ class Server:
         return float(values["seedlings_batch_size_count"]), float(values["seedlings_batch_size_sum"])
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident memory of the server's processes together."""
+        kb = 0
+        for pid in self.pids():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            kb += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+        return kb / 1024
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -241,11 +264,11 @@ def measured_load(server: Server, photos: list[bytes], requests: int, concurrenc
 
 
 def http_matrix(model_dir: Path, photos: list[bytes], precisions: list[str], n: int,
-                client: str) -> tuple[list, dict]:
+                client: str, workers: int = 1) -> tuple[list, dict]:
     rows, ready = [], {}
     for precision in precisions:
         for batching in (True, False):
-            args = ["--precision", precision] + ([] if batching else ["--no-batching"])
+            args = ["--precision", precision, "--workers", str(workers)] + ([] if batching else ["--no-batching"])
             server = Server(model_dir, *args)
             ready[precision] = server.ready_s
             try:
@@ -260,8 +283,8 @@ def http_matrix(model_dir: Path, photos: list[bytes], precisions: list[str], n: 
 
 
 def rss_growth(model_dir: Path, photos: list[bytes], precision: str,
-               total: int, client: str) -> tuple[float, float, float]:
-    server = Server(model_dir, "--precision", precision)
+               total: int, client: str, workers: int = 1) -> tuple[float, float, float]:
+    server = Server(model_dir, "--precision", precision, "--workers", str(workers))
     try:
         load(server.url, photos, 100, 16, client)
         after_100 = server.rss_mb()
@@ -334,6 +357,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved model-only rounds; the best is kept (3)")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",
                    help="load generator: pre-encoded requests on raw sockets (default) or httpx")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (`seedlings serve --workers`), each with CPUs / workers threads (1)")
     args = p.parse_args(argv)
     os.environ.setdefault("COLUMNS", "140")  # rich tables: wide enough for every column when piped
     model_dir, models, run = prepare_models(args)
@@ -369,15 +394,15 @@ def measure(args, model_dir: Path, models: dict, run: Path | None) -> int:
     seconds = args.seconds or (6.0 if args.quick else 15.0)
     photos, what = load_photos(64, Path(args.data))
     print(machine())
-    print(f"photos: {what}; model: {model_dir}; load generator: {args.client}")
+    print(f"photos: {what}; model: {model_dir}; load generator: {args.client}; server workers: {args.workers}")
     inputs = np.stack([models["onnx fp32"].prepare(b) for b in photos[:16]])
     results = model_only(models, inputs, seconds, args.rounds)
     f1 = validation_f1(run, models) if run is not None else {}
     print_model_only(results, f1)
     precisions = [name.split()[-1] for name in models if name.startswith("onnx")]
-    rows, ready = http_matrix(model_dir, photos, precisions, requests, args.client)
+    rows, ready = http_matrix(model_dir, photos, precisions, requests, args.client, args.workers)
     print_http(rows, results)
-    rss_end, rss_100, ready_s = rss_growth(model_dir, photos, precisions[-1], total, args.client)
+    rss_end, rss_100, ready_s = rss_growth(model_dir, photos, precisions[-1], total, args.client, args.workers)
     print(f"server RSS ({precisions[-1]}): {rss_100:.0f} MB after 100 requests, "
           f"{rss_end:.0f} MB after {total:,} "
           f"(+{rss_end - rss_100:.0f} MB)")
