@@ -35,10 +35,11 @@ def test_no_imagenet_weights_fit_it():
 
 
 def test_trains_exports_and_predicts(tmp_path):
+    from tests.helpers import make_dataset
+
     from seedlings import load_model
     from seedlings.export.onnx import export_run
     from seedlings.training.fit import train
-    from tests.helpers import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=8)
     run = train(data=str(data), out=str(tmp_path / "run"), model="resnet10t_s2d", epochs=1, image_size=32,

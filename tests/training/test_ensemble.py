@@ -132,9 +132,10 @@ def test_cli_export_of_several_runs_needs_out(trained_run, second_run, tmp_path)
 
 def test_runs_validated_on_a_val_data_folder_make_an_ensemble(tmp_path):
     """Members trained with --val-data are scored on that folder; another folder is refused."""
+    from tests.helpers import SYNTH_CLASSES, make_dataset
+
     from seedlings.export.ensemble import export_ensemble
     from seedlings.training.fit import train
-    from tests.helpers import SYNTH_CLASSES, make_dataset
 
     data = make_dataset(tmp_path / "train", per_class=10)
     val = make_dataset(tmp_path / "val", per_class=3, seed=5, classes=SYNTH_CLASSES[1:])  # labels shift by one

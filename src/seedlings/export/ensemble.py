@@ -14,8 +14,14 @@ import tempfile
 from pathlib import Path
 
 from seedlings.errors import SeedlingsError
-from seedlings.export.onnx import (check_precision, finished_run, load_run_model, run_config, run_data,
-                                   write_model_folder)
+from seedlings.export.onnx import (
+    check_precision,
+    finished_run,
+    load_run_model,
+    run_config,
+    run_data,
+    write_model_folder,
+)
 from seedlings.preprocess import PreprocessSpec
 
 
