@@ -1,6 +1,7 @@
 """Retrain the default model with the shipped recipe and print validation micro-F1, wall time, images/s.
 
-    python bench/retrain_default.py [--data DIR] [--out DIR] [--members N] [--epochs E]
+    python bench/retrain_default.py [--data DIR] [--out DIR] [--members N] [--epochs E] [--model M]
+                                    [--image-size S]
 
 The shipped recipe (the defaults here) is the training defaults: one resnet10t from scratch at
 64 px for 150 epochs, exported as it is:
@@ -39,12 +40,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/default-retrain"))
     ap.add_argument("--members", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--model", help="backbone (default: the training default)")
+    ap.add_argument("--image-size", type=int, help="image size (default: the training default)")
     ap.add_argument("--resume", action="store_true", help="continue the members' runs from their checkpoints")
     args = ap.parse_args()
     threads = max(1, (os.cpu_count() or 1) // args.members)
     runs = [args.out / f"m{i}" for i in range(args.members)]
     cmds = [[sys.executable, "-m", "seedlings", "train", "--data", str(args.data), "--out", str(run),
              "--epochs", str(args.epochs), "--seed", str(i), "--split-seed", "0", "--threads", str(threads)]
+            + (["--model", args.model] if args.model else []) + (["--image-size", str(args.image_size)]
+                                                                  if args.image_size else [])
             + (["--resume"] if args.resume else []) for i, run in enumerate(runs)]
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -19,8 +19,8 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
     Backbone("resnet10t", "resnet10t", "compact", "default: 5 M params, fast from scratch on a CPU"),
-    Backbone("resnet10t_s2d", "resnet10t", "compact", "resnet10t on 2× the pixels at nearly 1× the cost: "
-             "each 2×2 block folded into channels first (use twice the --image-size)", space_to_depth=2),
+    Backbone("resnet10t_s2d", "resnet10t", "compact", "resnet10t with 2×2 pixel blocks folded into "
+             "channels: 128 px at the cost of 64 px", space_to_depth=2),
     Backbone("resnet14t", "resnet14t", "compact", "deeper ResNet-T, ~1.5× the cost of resnet10t"),
     Backbone("resnet18d", "resnet18d", "compact", "ResNet-18-D: a strong small baseline"),
     Backbone("mobilenetv3", "mobilenetv3_large_100", "compact", "MobileNetV3-Large: phones and edge"),
