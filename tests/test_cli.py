@@ -27,7 +27,7 @@ def test_models_lists_params_and_flops():
     by_name = {r["name"]: r for r in rows}
     assert {"xception", "inception_v3", "resnet50", "vgg16", "mobilenetv2", "resnet10t"} <= set(by_name)
     assert 20 < by_name["resnet50"]["params_m"] < 30 and by_name["resnet50"]["gflops"] > 0.5
-    assert by_name["resnet10t"]["default"]
+    assert by_name["resnet10t"]["default"] and not by_name["resnet10t_s2d"]["default"]
 
 
 def test_usage_and_data_errors(tmp_path):

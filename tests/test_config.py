@@ -11,7 +11,7 @@ def test_defaults_then_yaml_then_flags(tmp_path):
     f.write_text("epochs: 7\nlr: 0.01\naugment:\n  rotate: false\n")
     cfg = resolve(str(f), {"data": "d", "out": "o", "lr": 0.5, "epochs": None})
     assert cfg.epochs == 7 and cfg.lr == 0.5 and cfg.augment.rotate is False and cfg.augment.flip is True
-    assert cfg.model == "resnet10t"
+    assert cfg.model == "resnet10t" and cfg.image_size == 64
 
 
 @pytest.mark.parametrize("text,match", [("epochs: [1", "not valid YAML"), ("- 1\n", "expected a mapping"),
@@ -28,5 +28,8 @@ def test_bad_values_are_usage_errors():
         resolve(None, {"data": "d", "out": "o", "epochs": 0})
     with pytest.raises(UsageError, match="unknown backbone.*resnet10t"):
         resolve(None, {"data": "d", "out": "o", "model": "alexnet9000"})
+    with pytest.raises(UsageError, match="--image-size 97: resnet10t_s2d folds 2×2 .* multiple of 2"):
+        resolve(None, {"data": "d", "out": "o", "image_size": 97, "model": "resnet10t_s2d"})
+    assert resolve(None, {"data": "d", "out": "o", "image_size": 97}).image_size == 97
     with pytest.raises(UsageError, match="--data is required"):
         resolve(None, {"out": "o"})

@@ -80,7 +80,12 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
         from seedlings.models import resolve_name
 
-        self.model = resolve_name(self.model).name
+        backbone = resolve_name(self.model)
+        self.model = backbone.name
+        if self.image_size % backbone.space_to_depth:
+            raise UsageError(f"--image-size {self.image_size}: {backbone.name} folds {backbone.space_to_depth}×"
+                             f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "
+                             f"multiple of {backbone.space_to_depth}")
         return self
 
     def to_dict(self) -> dict:

@@ -249,7 +249,11 @@ def experiment_overrides(exp: dict, runs_dir: str, data_root: str) -> dict:
             "experiment has no `dataset` (a folder under --data-root); set it in the "
             "experiment or in `defaults`"
         )
-    name = exp.get("name") or f"{exp.get('model', 'resnet10t')}-{exp.get('image_size', 128)}-{exp['dataset']}"
+    from seedlings.config import TrainConfig
+
+    default = TrainConfig()
+    name = exp.get("name") or (f"{exp.get('model', default.model)}-{exp.get('image_size', default.image_size)}-"
+                               f"{exp['dataset']}")
     data = Path(data_root) / str(exp["dataset"])
     if exp.get("subdir"):
         data = data / str(exp["subdir"])

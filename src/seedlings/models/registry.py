@@ -68,7 +68,8 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     if backbone.space_to_depth > 1:
         if pretrained:
             raise SeedlingsError(f"--pretrained: {backbone.name} takes {3 * backbone.space_to_depth ** 2} input "
-                                 "channels; no ImageNet weights fit it. Train it from scratch")
+                                 "channels; no ImageNet weights fit it. Train it from scratch, or pass "
+                                 f"--model {backbone.timm_name} (or another backbone) for ImageNet weights")
         net = timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes,
                                 in_chans=3 * backbone.space_to_depth ** 2, **extra)
         from seedlings.models.space_to_depth import SpaceToDepth
