@@ -101,6 +101,7 @@ def cmd_serve(args) -> int:
     os.environ.update(settings.to_env())  # workers rebuild the same settings from these
     metrics_dir = _multiprocess_metrics(settings.workers)
     from seedlings.serving.logs import log_config
+    from seedlings.serving.protocol import NoDelayH11Protocol
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; handled here, the process exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -108,7 +109,8 @@ def cmd_serve(args) -> int:
         uvicorn.run("seedlings.serving.app:create_app_from_env", factory=True, host=settings.host,
                     port=settings.port, workers=settings.workers, log_config=log_config(settings.json_logs,
                                                                                         settings.log_level),
-                    timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False)
+                    timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False,
+                    http=NoDelayH11Protocol)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
