@@ -70,10 +70,12 @@ def train(config: TrainConfig | dict | None = None, resume: bool = False, progre
     if isinstance(config, dict) or config is None:
         config = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {}), **overrides})
     cfg = config.validate()
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        resume = True  # torchrun restarted the workers after a failure: continue, never start over
     env = D.setup()
     try:
+        # torchrun restarted the workers after a failure: continue, never start over. The count is
+        # per node and a replacement node starts at 0, so any restarted process makes every one resume.
+        restarted = float(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0)
+        resume = resume or D.all_reduce_sum(torch.tensor([restarted], device=env.device), env).item() > 0
         return _train(cfg, env, resume, progress and env.is_main)
     finally:
         D.cleanup()
