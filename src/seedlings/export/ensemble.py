@@ -20,6 +20,7 @@ from seedlings.export.onnx import (
     load_run_model,
     run_config,
     run_data,
+    val_data_of,
     write_model_folder,
 )
 from seedlings.preprocess import PreprocessSpec
@@ -47,7 +48,7 @@ def check_members(runs: list[Path], metas: list[dict]) -> None:
 
 def _validation(run: Path, meta: dict):
     """What a run was validated on: its --val-data and data folders, or its split; None if unknown."""
-    val_data = meta.get("training", {}).get("val_data") or run_config(run).get("val_data")
+    val_data = val_data_of(run, meta)
     if val_data:
         return "val_data", str(Path(val_data).resolve()), str(Path(meta["training"]["data"]).resolve())
     if (run / "split.json").is_file():

@@ -57,7 +57,7 @@ def run_data(run: Path, meta: dict):
     try:
         data = prepare(training["data"], size, progress=False)
         labels = np.asarray([classes.index(c) for c in data.classes])[data.labels]
-        val_root = training.get("val_data") or run_config(run).get("val_data")
+        val_root = val_data_of(run, meta)
         if val_root:
             val = prepare(val_root, size, progress=False)
             val_labels = np.asarray([classes.index(c) for c in val.classes])[val.labels]
@@ -67,6 +67,11 @@ def run_data(run: Path, meta: dict):
         return tuple(Subset(data.images, labels, data.subset(names)) for names in (split.train, split.val))
     except (SeedlingsError, KeyError, OSError, ValueError):  # ValueError: a class the model does not know
         return None, None
+
+
+def val_data_of(run: Path, meta: dict) -> str | None:
+    """The run's --val-data folder (model.json, or config.yaml for runs from before it recorded it)."""
+    return meta.get("training", {}).get("val_data") or run_config(run).get("val_data")
 
 
 def run_config(run: Path) -> dict:
