@@ -93,3 +93,30 @@ def test_validation_folder_with_an_unknown_class_is_refused(tmp_path):
     p = seedlings("train", "--data", train, "--val-data", val, "--out", tmp_path / "run", "--epochs", "1",
                   "--image-size", "24", check=False)
     assert p.returncode == 1 and "Maize" in p.stderr and "not in training" in p.stderr
+
+
+def test_evaluate_lists_and_shows_the_misclassified_images(trained_run, tmp_path):
+    from PIL import Image
+
+    meta = json.loads((Path(trained_run) / "model.json").read_text())
+    data = Path(meta["training"]["data"])
+    out = tmp_path / "errors.csv"
+    p = seedlings("evaluate", "--model", trained_run, "--data", data, "--json", "--all", "--errors", out,
+                  "--plots", tmp_path / "plots")
+    report = json.loads(p.stdout)
+    cm = report["confusion_matrix"]
+    wrong = sum(cm[i][j] for i in range(len(cm)) for j in range(len(cm)) if i != j)
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert wrong > 0, "the 2-epoch model should still make mistakes, or this test shows nothing"
+    assert len(rows) == wrong and f"wrote {wrong} misclassified" in p.stderr
+    assert all(r["true"] != r["predicted"] and (data / r["file"]).is_file() for r in rows)
+    assert all(r["true"] == Path(r["file"]).parent.name for r in rows)
+    confidence = [float(r["confidence"]) for r in rows]
+    assert confidence == sorted(confidence, reverse=True)
+    assert {r["unknown"] for r in rows} <= {"true", "false"}
+    with Image.open(tmp_path / "plots" / "errors.png") as sheet:
+        assert sheet.width > 400 and sheet.height > 150
+
+    bad = seedlings("evaluate", "--model", trained_run, "--data", data, "--errors", tmp_path, check=False)
+    assert bad.returncode == 2 and "is a folder" in bad.stderr

@@ -99,3 +99,27 @@ def plot_reliability(probs, labels, path: Path, bins: int = 10) -> None:
     ax.set_title("reliability")
     ax.legend()
     _save(fig, path)
+
+
+def plot_errors(wrong: list[dict], root: Path, path: Path, limit: int = 48, columns: int = 8) -> None:
+    """A contact sheet of misclassified images (``report.misclassified`` rows), each titled true → predicted."""
+    from seedlings.images import open_image, to_rgb
+
+    plt = _plt()
+    shown = wrong[:limit]
+    rows = -(-len(shown) // columns)
+    cols = min(columns, len(shown))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    for ax, item in zip(axes, shown):
+        img = to_rgb(open_image(root / item["file"]))
+        img.thumbnail((160, 160))
+        ax.imshow(np.asarray(img))
+        flag = " ?" if item["unknown"] else ""
+        ax.set_title(f"{item['true']}\n→ {item['predicted']} {item['confidence']:.2f}{flag}", fontsize=7)
+    for ax in axes:
+        ax.axis("off")
+    more = f", the {limit} most confident shown" if len(wrong) > limit else ""
+    fig.suptitle(f"misclassified: true → predicted, confidence (? = flagged unknown); {len(wrong)} images{more}",
+                 fontsize=9)
+    _save(fig, path)

@@ -60,14 +60,43 @@ def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_i
     labels = remap[data.labels[rows]]
     probs, distance = _assess(model, data.images, rows, tta, progress)
     pred = probs.argmax(axis=1)
+    flags = model.unknown(probs, distance) if len(labels) else np.zeros(0, bool)
     report = report_from_confusion(confusion_matrix(labels, pred, len(model.classes)), model.classes)
     report.update({"scope": scope, "data": str(data.root), "model": {"name": model.name, "version": model.version,
                    "dir": str(model.dir), "backend": model.backend_name}, "tta": tta,
                    "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
-                   "unknown_rate": float(model.unknown(probs, distance).mean()) if len(labels) else 0.0,
+                   "unknown_rate": float(flags.mean()) if len(labels) else 0.0,
                    "skipped_images": data.bad})
     report["_probs"], report["_labels"], report["_files"] = probs, labels, [data.files[r] for r in rows]
+    report["_unknown"] = flags
     return report
+
+
+def misclassified(report: dict) -> list[dict]:
+    """The images the model got wrong, most confident first (the first ones are worth checking for wrong labels)."""
+    probs, labels, classes = report["_probs"], report["_labels"], report["classes"]
+    pred = probs.argmax(axis=1)
+    wrong = np.nonzero(pred != labels)[0]
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")]
+    return [{"file": report["_files"][i], "true": classes[labels[i]], "predicted": classes[pred[i]],
+             "confidence": float(probs[i, pred[i]]), "unknown": bool(report["_unknown"][i])} for i in wrong]
+
+
+def write_errors(report: dict, path: Path) -> int:
+    """``file,true,predicted,confidence,unknown`` for each misclassified image; returns how many."""
+    import csv
+    import io
+
+    from seedlings.fileio import atomic_write_text
+
+    rows = misclassified(report)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "true", "predicted", "confidence", "unknown"])
+    writer.writerows([r["file"], r["true"], r["predicted"], f"{r['confidence']:.4f}", str(r["unknown"]).lower()]
+                     for r in rows)
+    atomic_write_text(path, buf.getvalue())
+    return len(rows)
 
 
 def _assess(model, images, rows, tta, progress) -> tuple[np.ndarray, np.ndarray | None]:
@@ -107,9 +136,15 @@ def print_report(report: dict) -> None:
 
 
 def write_plots(report: dict, out: Path) -> list[Path]:
-    from seedlings.evaluation.plots import plot_confusion, plot_reliability
+    """confusion_matrix.png, reliability.png and, when there are any, errors.png (the misclassified images)."""
+    from seedlings.evaluation.plots import plot_confusion, plot_errors, plot_reliability
 
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(report["confusion_matrix"], report["classes"], out / "confusion_matrix.png")
     plot_reliability(report["_probs"], report["_labels"], out / "reliability.png")
-    return [out / "confusion_matrix.png", out / "reliability.png"]
+    written = [out / "confusion_matrix.png", out / "reliability.png"]
+    wrong = misclassified(report)
+    if wrong:
+        plot_errors(wrong, Path(report["data"]), out / "errors.png")
+        written.append(out / "errors.png")
+    return written
