@@ -120,3 +120,19 @@ def test_evaluate_lists_and_shows_the_misclassified_images(trained_run, tmp_path
 
     bad = seedlings("evaluate", "--model", trained_run, "--data", data, "--errors", tmp_path, check=False)
     assert bad.returncode == 2 and "is a folder" in bad.stderr
+
+
+def test_shared_errors_bench_counts_the_images_every_model_misses(trained_run, tmp_path):
+    from seedlings.evaluation.report import evaluate, misclassified
+    from seedlings.inference import load_model
+
+    data = json.loads((Path(trained_run) / "model.json").read_text())["training"]["data"]
+    wrong = misclassified(evaluate(load_model(trained_run), data, progress=False))
+    assert wrong, "the 2-epoch model should misclassify some validation images, or this test shows nothing"
+    bench = Path(__file__).resolve().parents[2] / "bench" / "shared_errors.py"
+    p = subprocess.run([sys.executable, bench, trained_run, trained_run, "--data", data, "--target", "0.9",
+                        "--csv", tmp_path / "shared.csv"], capture_output=True, text=True, check=True)
+    assert f"by at least one model: {len(wrong)}; by all of them: {len(wrong)}" in p.stdout
+    with open(tmp_path / "shared.csv", newline="") as fh:
+        table = list(csv.reader(fh))
+    assert len(table) == len(wrong) + 1 and {r[0] for r in table[1:]} == {w["file"] for w in wrong}
