@@ -1,10 +1,14 @@
 """Backbone leaderboard: several backbones trained on the same split at an equal, stated budget.
 
-    python bench/leaderboard.py [--data DIR] [--epochs 3] [--image-size 96] [--models a,b,c] [--out docs/leaderboard]
+    python bench/leaderboard.py [--data DIR] [--minutes 10 | --epochs 3] [--image-size 64] [--models a,b,c]
+                                [--out docs/leaderboard]
 
+The budget is either the same number of epochs for every backbone (--epochs) or about the same training
+time on this machine (--minutes): then each backbone gets as many epochs as its measured training speed
+(images/s of a few optimiser steps, scaled by the loader and validation overhead) fits in that time.
 Each backbone is trained by `seedlings train` (same seed, so the same stratified split), exported to
 ONNX, and timed on single images with ONNX Runtime. `seedlings runs compare` makes the table; this
-script adds inference latency and writes leaderboard.md + leaderboard.png into --out.
+script adds the epochs, inference latency and writes leaderboard.md + leaderboard.png into --out.
 """
 
 from __future__ import annotations
@@ -40,27 +44,59 @@ def latency_ms(model_dir: Path) -> float:
     return float(np.median(times) * 1000)
 
 
+# A seedlings epoch takes this much longer than its optimiser steps alone (loading, augmentation, the
+# validation pass, the checkpoint): resnet10t at 64 px, measured on this machine (see --minutes).
+EPOCH_OVERHEAD = 1.35
+
+
+def epochs_for(name: str, minutes: float, image_size: int, n_train: int) -> tuple[int, float]:
+    """How many epochs of ``name`` fit in ``minutes`` here, from the training speed of a few steps."""
+    from train_throughput import model_rate
+
+    rate = model_rate(name, image_size, batch=64, steps=4)
+    epoch_s = n_train / rate * EPOCH_OVERHEAD
+    return max(1, int(minutes * 60 / epoch_s)), rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--runs", type=Path, default=Path("runs/leaderboard"))
     ap.add_argument("--out", type=Path, default=Path("docs/leaderboard"))
     ap.add_argument("--models", default=DEFAULT_MODELS)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--image-size", type=int, default=96)
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="the same number of epochs for every backbone")
+    budget.add_argument("--minutes", type=float, help="about the same training time for every backbone")
+    ap.add_argument("--image-size", type=int, default=64)
     args = ap.parse_args()
+    if args.epochs is None and args.minutes is None:
+        args.minutes = 10.0
+    n_train = None
+    if args.minutes is not None:
+        from seedlings.data.index import index_folder
+
+        n_train = round(len(index_folder(args.data).files) * 0.85)
     rows = []
     for name in args.models.split(","):
         run = args.runs / name
+        epochs, rate = args.epochs, None
         if not (run / "model.json").is_file():
+            if args.epochs is None and (run / "config.yaml").is_file():  # resuming: keep the planned epochs
+                import yaml
+
+                epochs = yaml.safe_load((run / "config.yaml").read_text())["epochs"]
+            elif args.epochs is None:
+                epochs, rate = epochs_for(name, args.minutes, args.image_size, n_train)
+                print(f"{name}: {rate:.0f} training images/s → {epochs} epochs in about {args.minutes:g} min",
+                      flush=True)
             seedlings("train", "--data", str(args.data), "--out", str(run), "--model", name, "--epochs",
-                      str(args.epochs), "--image-size", str(args.image_size), "--seed", "0", "--resume")
+                      str(epochs), "--image-size", str(args.image_size), "--seed", "0", "--resume")
         if not (run / "model" / "model.onnx").is_file():
             seedlings("export", str(run), "--out", str(run / "model"))
         meta = json.loads((run / "model.json").read_text())
         rows.append({"backbone": name, "f1_micro": meta["metrics"]["f1_micro"], "f1_macro": meta["metrics"]["f1_macro"],
                      "params_m": meta.get("params", 0) / 1e6, "train_min": meta["training"]["wall_s"] / 60,
-                     "ms": latency_ms(run / "model")})
+                     "epochs": meta["training"].get("epochs", epochs), "ms": latency_ms(run / "model")})
     args.out.mkdir(parents=True, exist_ok=True)
     seedlings("runs", "compare", str(args.runs), "--out", str(args.out))
     write(rows, args)
@@ -72,13 +108,14 @@ def write(rows: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budget = f"{args.epochs} epochs at {args.image_size} px, from scratch, same split (seed 0), this machine"
+    what = f"{args.epochs} epochs" if args.epochs else f"about {args.minutes:g} minutes of training"
+    budget = f"{what} at {args.image_size} px, from scratch, same split (seed 0), this machine"
     lines = [f"# Backbone leaderboard\n\nBudget: {budget}.\n",
-             "| backbone | val micro-F1 | val macro-F1 | params (M) | train (min) | ONNX ms / image |",
-             "|---|---|---|---|---|---|"]
+             "| backbone | val micro-F1 | val macro-F1 | params (M) | epochs | train (min) | ONNX ms / image |",
+             "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -r["f1_micro"]):
         lines.append(f"| {r['backbone']} | {r['f1_micro']:.4f} | {r['f1_macro']:.4f} | {r['params_m']:.1f} | "
-                     f"{r['train_min']:.1f} | {r['ms']:.1f} |")
+                     f"{r['epochs']} | {r['train_min']:.1f} | {r['ms']:.1f} |")
     (args.out / "leaderboard.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
@@ -86,7 +123,7 @@ def write(rows: list[dict], args) -> None:
         ax.annotate(r["backbone"], (r["ms"], r["f1_micro"]), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("ONNX Runtime ms per image (CPU)")
     ax.set_ylabel("validation micro-F1")
-    ax.set_title(f"backbones at {args.epochs} epochs, {args.image_size} px (marker size ∝ parameters)")
+    ax.set_title(f"backbones, {what}, {args.image_size} px (marker size ∝ parameters)")
     ax.grid(alpha=0.3)
     fig.savefig(args.out / "leaderboard-latency.png", dpi=110, bbox_inches="tight")
     print("\n".join(lines))
