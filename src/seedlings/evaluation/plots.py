@@ -103,6 +103,7 @@ def plot_reliability(probs, labels, path: Path, bins: int = 10) -> None:
 
 def plot_errors(wrong: list[dict], root: Path, path: Path, limit: int = 48, columns: int = 8) -> None:
     """A contact sheet of misclassified images (``report.misclassified`` rows), each titled true → predicted."""
+    from seedlings.errors import ImageError
     from seedlings.images import open_image, to_rgb
 
     plt = _plt()
@@ -112,9 +113,12 @@ def plot_errors(wrong: list[dict], root: Path, path: Path, limit: int = 48, colu
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows))
     axes = np.atleast_1d(axes).ravel()
     for ax, item in zip(axes, shown):
-        img = to_rgb(open_image(root / item["file"]))
-        img.thumbnail((160, 160))
-        ax.imshow(np.asarray(img))
+        try:
+            img = to_rgb(open_image(root / item["file"]))
+            img.thumbnail((160, 160))
+            ax.imshow(np.asarray(img))
+        except (OSError, ImageError) as exc:  # moved or changed since it was scored: say so, draw the rest
+            ax.text(0.5, 0.5, f"cannot read:\n{type(exc).__name__}", ha="center", va="center", fontsize=7)
         flag = " ?" if item["unknown"] else ""
         ax.set_title(f"{item['true']}\n→ {item['predicted']} {item['confidence']:.2f}{flag}", fontsize=7)
     for ax in axes:

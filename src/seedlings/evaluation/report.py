@@ -147,4 +147,6 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     if wrong:
         plot_errors(wrong, Path(report["data"]), out / "errors.png")
         written.append(out / "errors.png")
+    else:  # not an earlier evaluation's sheet left beside this one's plots
+        (out / "errors.png").unlink(missing_ok=True)
     return written
