@@ -75,7 +75,7 @@ def main() -> None:
     if args.minutes is not None:
         from seedlings.data.index import index_folder
 
-        n_train = round(len(index_folder(args.data).files) * 0.85)
+        n_train = round(len(index_folder(args.data).files) * 0.85)  # the default 15 % validation split
     rows = []
     for name in args.models.split(","):
         run = args.runs / name
