@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.export.onnx import run_config
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 DEFAULT_MODELS = "resnet10t,mobilenetv2,resnet50,xception"
 
@@ -79,13 +81,10 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         run = args.runs / name
-        epochs, rate = args.epochs, None
         if not (run / "model.json").is_file():
-            if args.epochs is None and (run / "config.yaml").is_file():  # resuming: keep the planned epochs
-                import yaml
-
-                epochs = yaml.safe_load((run / "config.yaml").read_text())["epochs"]
-            elif args.epochs is None:
+            # resuming an interrupted run keeps the epochs planned for it
+            epochs = args.epochs or run_config(run).get("epochs")
+            if epochs is None:
                 epochs, rate = epochs_for(name, args.minutes, args.image_size, n_train)
                 print(f"{name}: {rate:.0f} training images/s → {epochs} epochs in about {args.minutes:g} min",
                       flush=True)
@@ -96,7 +95,7 @@ def main() -> None:
         meta = json.loads((run / "model.json").read_text())
         rows.append({"backbone": name, "f1_micro": meta["metrics"]["f1_micro"], "f1_macro": meta["metrics"]["f1_macro"],
                      "params_m": meta.get("params", 0) / 1e6, "train_min": meta["training"]["wall_s"] / 60,
-                     "epochs": meta["training"].get("epochs", epochs), "ms": latency_ms(run / "model")})
+                     "epochs": meta["training"]["epochs"], "ms": latency_ms(run / "model")})
     args.out.mkdir(parents=True, exist_ok=True)
     seedlings("runs", "compare", str(args.runs), "--out", str(args.out))
     write(rows, args)
