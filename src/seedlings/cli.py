@@ -32,9 +32,13 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--split-seed", type=int, dest="split_seed",
                    help="seed of the validation split (default: --seed); ensemble members share one")
-    p.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights from the hub")
+    p.add_argument("--pretrained", action="store_true", default=None,
+                   help="start from ImageNet weights shipped with the train extra (see `seedlings models`)")
+    p.add_argument("--backbone-lr", type=float, dest="backbone_lr",
+                   help="learning-rate multiplier of the pretrained layers (default 1)")
     p.add_argument("--weights", help="local safetensors file of the backbone's ImageNet weights")
     p.add_argument("--no-ema", action="store_false", dest="ema", default=None)
+    p.add_argument("--ema-decay", type=float, dest="ema_decay", help="decay of the weights' moving average")
     p.add_argument("--bad-images", choices=["skip", "fail"], dest="bad_images")
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--threads", type=int, help="torch threads per process")
@@ -46,7 +50,8 @@ def cmd_train(args) -> int:
 
     keys = ["data", "out", "model", "epochs", "image_size", "batch_size", "lr", "weight_decay", "warmup_epochs",
             "label_smoothing", "mixup", "cutmix", "drop_path", "balance", "precision", "val_fraction", "val_data",
-            "seed", "split_seed", "pretrained", "weights", "ema", "bad_images", "cache_dir", "threads"]
+            "seed", "split_seed", "pretrained", "backbone_lr", "weights", "ema", "ema_decay", "bad_images",
+            "cache_dir", "threads"]
     train_from_cli(args.config, {k: getattr(args, k) for k in keys}, resume=args.resume)
     return 0
 

@@ -32,6 +32,7 @@ class TrainConfig:
     model: str = "resnet10t"
     pretrained: bool = False
     weights: str | None = None  # local safetensors file of the backbone
+    backbone_lr: float = 1.0  # learning-rate multiplier of the pretrained layers (with --pretrained/--weights)
     epochs: int = 150
     image_size: int = 64  # the recipe search (bench/recipes/) found 64 px × 150 epochs as good as 96 × 100
     batch_size: int = 64  # global: split across torchrun processes
@@ -74,7 +75,8 @@ class TrainConfig:
                   ("lr", self.lr > 0, "> 0"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),
-                  ("drop_path", 0 <= self.drop_path < 1, "in [0, 1)")]
+                  ("drop_path", 0 <= self.drop_path < 1, "in [0, 1)"),
+                  ("backbone_lr", 0 <= self.backbone_lr <= 10, "in [0, 10]")]
         for name, ok, rule in checks:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
@@ -82,6 +84,10 @@ class TrainConfig:
 
         backbone = resolve_name(self.model)
         self.model = backbone.name
+        if self.pretrained and not backbone.has_imagenet_weights:
+            from seedlings.models.pretrained import no_weights_error
+
+            raise no_weights_error(backbone.name)
         if self.image_size % backbone.space_to_depth:
             raise UsageError(f"--image-size {self.image_size}: {backbone.name} folds {backbone.space_to_depth}×"
                              f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "

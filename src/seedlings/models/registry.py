@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seedlings.errors import SeedlingsError, UsageError, missing_extra
+from seedlings.models.pretrained import has_local_weights, imagenet_state, no_weights_error
+from seedlings.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+_HALF = (0.5, 0.5, 0.5)  # the TensorFlow EfficientNet-Lite weights expect inputs in [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,12 @@ class Backbone:
     family: str  # "classic" (the seed's), "compact" (trains from scratch on a CPU) or "modern"
     note: str
     space_to_depth: int = 1  # > 1: each s×s block of pixels is folded into channels before the network
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation the backbone's ImageNet weights expect
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def has_imagenet_weights(self) -> bool:
+        return has_local_weights(self.name)
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
@@ -25,6 +35,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in [
     Backbone("resnet18d", "resnet18d", "compact", "ResNet-18-D: a strong small baseline"),
     Backbone("mobilenetv3", "mobilenetv3_large_100", "compact", "MobileNetV3-Large: phones and edge"),
     Backbone("efficientnet_b0", "efficientnet_b0", "modern", "EfficientNet-B0"),
+    Backbone("efficientnet_lite0", "tf_efficientnet_lite0", "modern", "EfficientNet-Lite0: mobile-friendly "
+             "(no SE, ReLU6); ImageNet weights ship with the train extra", mean=_HALF, std=_HALF),
+    Backbone("efficientnet_lite1", "tf_efficientnet_lite1", "modern", "EfficientNet-Lite1 (ImageNet weights "
+             "ship with the train extra)", mean=_HALF, std=_HALF),
+    Backbone("efficientnet_lite2", "tf_efficientnet_lite2", "modern", "EfficientNet-Lite2 (ImageNet weights "
+             "ship with the train extra)", mean=_HALF, std=_HALF),
     Backbone("convnext_atto", "convnext_atto", "modern", "ConvNeXt-Atto: a modern ConvNet"),
     Backbone("xception", "legacy_xception", "classic", "Xception (Chollet 2017), the seed's main model"),
     Backbone("inception_v3", "inception_v3", "classic", "Inception-v3; needs images ≥ 75 px"),
@@ -58,8 +74,9 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
                  drop_path: float = 0.0):
     """A timm model with a fresh ``num_classes`` head.
 
-    ``pretrained`` fetches ImageNet weights from the hub when reachable; ``weights`` loads a local
-    safetensors file of the backbone (its classifier head is dropped). Without either: from scratch.
+    ``pretrained`` loads the ImageNet weights shipped in a pinned package (models/pretrained.py; never
+    a hub); ``weights`` loads a local safetensors file of the backbone (its classifier head is dropped).
+    Without either: from scratch.
     ``drop_path`` (stochastic depth) only acts in training mode; the weights are the same either way.
     """
     backbone = resolve_name(name)
@@ -84,13 +101,12 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
         return model
     if not pretrained:
         return timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes, **extra)
-    try:
-        return timm.create_model(backbone.timm_name, pretrained=True, num_classes=num_classes, **extra)
-    except Exception as exc:  # no network, no cache, hub errors: all mean "not available here"
-        raise SeedlingsError(
-            f"--pretrained: ImageNet weights for {backbone.name} ({backbone.timm_name}) are not available "
-            f"here ({type(exc).__name__}: {str(exc)[:200]}). Pass --weights FILE with a local "
-            "safetensors file of the backbone, or train from scratch (omit --pretrained)") from exc
+    if not backbone.has_imagenet_weights:
+        raise no_weights_error(backbone.name)
+    model = timm.create_model(backbone.timm_name, pretrained=False, **extra)  # with its 1000-class ImageNet head
+    model.load_state_dict(imagenet_state(backbone.name, model.state_dict()))
+    model.reset_classifier(num_classes)
+    return model
 
 
 def _load_backbone_weights(model, path: Path) -> None:
@@ -136,5 +152,6 @@ def describe_models(image_size: int = 128, num_classes: int = 12) -> list[dict]:
         except Exception:  # e.g. inception_v3 below 75 px
             gflops = float("nan")
         rows.append({"name": b.name, "timm": b.timm_name, "family": b.family, "params_m": params / 1e6,
-                     "gflops": gflops, "default": b.name == DEFAULT_BACKBONE, "note": b.note})
+                     "gflops": gflops, "default": b.name == DEFAULT_BACKBONE, "imagenet": b.has_imagenet_weights,
+                     "note": b.note})
     return rows

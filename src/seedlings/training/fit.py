@@ -178,7 +178,8 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     data = _prepare_data(cfg, env, cfg.data, progress)
     train_set, val_set, split = _make_split(cfg, env, data, run, state is not None)
     classes = data.classes
-    spec = PreprocessSpec(image_size=cfg.image_size)
+    backbone = resolve_name(cfg.model)
+    spec = PreprocessSpec(image_size=cfg.image_size, mean=backbone.mean, std=backbone.std)
     precision = choose_precision(cfg.precision, env.device)
     model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
                          drop_path=cfg.drop_path)
@@ -186,7 +187,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         model = model.to(memory_format=torch.channels_last)
     model = model.to(env.device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = _loader(cfg, env, train_set, len(classes))
     ctx = {"cfg": cfg, "spec": spec, "ema": ema, "precision": precision, "step": 0,
            "class_weights": _class_weights(cfg, train_set, len(classes), env.device),
@@ -211,6 +212,17 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         _finish(run, cfg, classes, (train_set, val_set), spec, best, wall, env, precision)
     D.barrier(env)
     return run
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """The new classifier at ``lr``; the rest at ``lr × backbone_lr`` when it starts from learned weights
+    (ImageNet or --weights), so fine-tuning adapts the features instead of overwriting them."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    scale = cfg.backbone_lr if (cfg.pretrained or cfg.weights) else 1.0
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    heads = [p for p in model.parameters() if id(p) in head_ids]
+    return [g for g in ({"params": body, "lr_scale": scale}, {"params": heads, "lr_scale": 1.0}) if g["params"]]
 
 
 def _restore(state, model, ema, optimizer, ctx, env, run):
@@ -309,6 +321,17 @@ def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision) -> Non
              f"(epoch {best['epoch']}); run folder {run}")
 
 
+def init_record(cfg: TrainConfig) -> dict:
+    """Where the initial weights came from (the model card and model.json say it)."""
+    if cfg.pretrained:
+        from seedlings.models.pretrained import WEIGHTS
+
+        return WEIGHTS[cfg.model].to_dict()
+    if cfg.weights:
+        return {"kind": "file", "file": Path(cfg.weights).name}
+    return {"kind": "scratch"}
+
+
 def build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, n_train, n_val) -> dict:
     backbone = resolve_name(cfg.model)
     return {
@@ -316,6 +339,7 @@ def build_model_json(cfg, classes, spec, best, calib, report, wall, env, precisi
         "version": datetime.datetime.now(datetime.timezone.utc).strftime("%Y.%m.%d.%H%M"),
         "seedlings_version": __version__, "backbone": backbone.name, "timm_name": backbone.timm_name,
         "image_size": cfg.image_size, "preprocess": spec.to_dict(), "classes": classes,
+        "init": init_record(cfg),
         "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
                     "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"], "best_epoch": best["epoch"],
                     "tta": False},

@@ -71,7 +71,7 @@ def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, adv
         step = ctx["step"]
         lr = lr_at(step, ctx["total_steps"], ctx["warmup_steps"], cfg.lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         x = normalise(augment(batch.to(env.device, non_blocking=True), cfg.augment, gen), ctx["spec"],
                       cfg.channels_last)
         labels = labels.to(env.device)
