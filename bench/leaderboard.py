@@ -14,7 +14,6 @@ script adds the epochs, inference latency and writes leaderboard.md + leaderboar
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.artifact import ModelFile
 from seedlings.export.onnx import run_config
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
@@ -33,7 +33,7 @@ def seedlings(*args: str) -> None:
 
 
 def latency_ms(model_dir: Path) -> float:
-    from seedlings.inference import load_model
+    from seedlings.api import load_model
 
     model = load_model(model_dir)
     image = np.random.default_rng(0).integers(0, 256, (1, model.spec.image_size, model.spec.image_size, 3),
@@ -92,10 +92,11 @@ def main() -> None:
                       str(epochs), "--image-size", str(args.image_size), "--seed", "0", "--resume")
         if not (run / "model" / "model.onnx").is_file():
             seedlings("export", str(run), "--out", str(run / "model"))
-        meta = json.loads((run / "model.json").read_text())
-        rows.append({"backbone": name, "f1_micro": meta["metrics"]["f1_micro"], "f1_macro": meta["metrics"]["f1_macro"],
-                     "params_m": meta.get("params", 0) / 1e6, "train_min": meta["training"]["wall_s"] / 60,
-                     "epochs": meta["training"]["epochs"], "ms": latency_ms(run / "model")})
+        model_file = ModelFile.load(run)
+        metrics, training = model_file.metrics, model_file.training
+        rows.append({"backbone": name, "f1_micro": metrics["f1_micro"], "f1_macro": metrics["f1_macro"],
+                     "params_m": model_file.get("params", 0) / 1e6, "train_min": training["wall_s"] / 60,
+                     "epochs": training["epochs"], "ms": latency_ms(run / "model")})
     args.out.mkdir(parents=True, exist_ok=True)
     seedlings("runs", "compare", str(args.runs), "--out", str(args.out))
     write(rows, args)

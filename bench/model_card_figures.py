@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.api import load_model
 from seedlings.evaluation import ood
 from seedlings.evaluation.plots import plot_confusion, plot_reliability
 from seedlings.evaluation.report import evaluate, public
 from seedlings.fileio import atomic_write_json
-from seedlings.inference import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 
@@ -46,7 +46,7 @@ def main() -> None:
     out["validation"] = public(plain)
     out["validation_tta"] = {k: tta[k] for k in ("accuracy", "f1_micro", "f1_macro", "n", "ece", "unknown_rate")}
     out["validation_tta"]["confusion_matrix"] = tta["confusion_matrix"]
-    out["calibration"] = model.meta.get("calibration")
+    out["calibration"] = model.file.calibration.to_dict()
     try:
         int8 = load_model(args.model, precision="int8")
         q = evaluate(int8, args.data, progress=False)
@@ -59,7 +59,7 @@ def main() -> None:
     out["unknown"] = ood.unknown_rates(model, val_images, probes)
     out["unknown_tta"] = ood.unknown_rates(model, val_images, probes, tta=True)
     out["latency_ms_fp32"] = latency_ms(model, _one_image(model, args.data))
-    out["files_bytes"] = {k: v["bytes"] for k, v in model.meta["files"].items()}
+    out["files_bytes"] = {k: v.bytes for k, v in model.file.files.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "figures.json", out)
     plot_confusion(plain["confusion_matrix"], plain["classes"], args.out / "confusion_matrix.png",

@@ -17,8 +17,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from seedlings.api import load_model
 from seedlings.evaluation.report import evaluate, misclassified
-from seedlings.inference import load_model
 from seedlings.tables import print_table
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"

@@ -38,3 +38,15 @@ def exported_model(trained_run, tmp_path_factory) -> Path:
     from seedlings.export.onnx import export_run
 
     return export_run(trained_run, tmp_path_factory.mktemp("exported") / "model", log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def second_run(trained_run, tmp_path_factory) -> Path:
+    """Another member for ensembles: trained_run's data and split, another seed (so other weights)."""
+    import json
+
+    from seedlings.training.fit import train
+
+    meta = json.loads((trained_run / "model.json").read_text())
+    return train(data=meta["training"]["data"], out=str(tmp_path_factory.mktemp("member") / "run"), epochs=2,
+                 image_size=32, batch_size=16, threads=1, seed=7, split_seed=0, progress=False)

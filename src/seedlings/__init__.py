@@ -35,8 +35,12 @@ def __getattr__(name: str):
         from seedlings.training.fit import train
 
         return train
-    if name in ("load_model", "Prediction"):
-        from seedlings import inference
+    if name == "load_model":
+        from seedlings.api import load_model
 
-        return getattr(inference, name)
+        return load_model
+    if name == "Prediction":
+        from seedlings.inference import Prediction
+
+        return Prediction
     raise AttributeError(f"module 'seedlings' has no attribute {name!r}")

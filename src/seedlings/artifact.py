@@ -60,10 +60,17 @@ class UnknownRule:
     extra: dict = field(default_factory=dict)  # how the thresholds were chosen (rates on validation…)
 
     def flags(self, probs: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
-        out = probs.max(axis=1) < self.threshold if len(probs) else np.zeros(0, bool)
-        if distance is not None and self.distance_threshold is not None:
-            out = out | (distance > self.distance_threshold)
-        return out
+        """Which images not to trust: either signal of :meth:`signals` raised."""
+        unsure, far = self.signals(probs, distance)
+        return unsure if far is None else unsure | far
+
+    def signals(self, probs: np.ndarray, distance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each signal on its own: max probability under ``threshold``; distance over ``distance_threshold``
+        (None when the model has no distance output or no distance threshold)."""
+        unsure = probs.max(axis=1) < self.threshold if len(probs) else np.zeros(0, bool)
+        if distance is None or self.distance_threshold is None:
+            return unsure, None
+        return unsure, distance > self.distance_threshold
 
     def to_dict(self) -> dict:
         d = {**self.extra, "method": self.method, "threshold": self.threshold}
@@ -84,10 +91,22 @@ class UnknownRule:
                    extra={k: v for k, v in d.items() if k not in ("threshold", "distance_threshold", "method")})
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class Calibration:
+    """Temperature scaling fitted on validation: probabilities = softmax(logits / temperature)."""
+
     temperature: float = 1.0
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # how it was fitted (ECE before/after, n…)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits, self.temperature)
 
     def to_dict(self) -> dict:
         return {"method": "temperature", **self.extra, "temperature": self.temperature}
@@ -197,7 +216,7 @@ class ModelFile:
     # -- writing ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "name": self.name, "version": self.version, "backbone": self.backbone,
-             "timm_name": self.timm_name, "image_size": self.image_size, "preprocess": self.preprocess.to_dict(),
+             "timm_name": self.timm_name, "image_size": self.image_size, "preprocess": _json_spec(self.preprocess),
              "classes": list(self.classes), "calibration": self.calibration.to_dict(),
              "unknown": self.unknown.to_dict(), "init": self.init,
              "files": {k: v.to_dict() for k, v in self.files.items()}}
@@ -228,6 +247,11 @@ class ModelFile:
 
     def replace(self, **changes) -> ModelFile:
         return dataclasses.replace(self, **changes)
+
+
+def _json_spec(spec: PreprocessSpec) -> dict:
+    d = spec.to_dict()
+    return {**d, "mean": list(d["mean"]), "std": list(d["std"])}
 
 
 # -- field checks -----------------------------------------------------------------------------------
@@ -266,7 +290,7 @@ def _preprocess(d, where: str) -> PreprocessSpec:
         raise ModelFileError(f"{where}.image_size: expected a whole number of pixels in [8, 4096], got {size!r}")
     for key in ("mean", "std"):
         v = d.get(key, [0.5, 0.5, 0.5])
-        if not isinstance(v, list) or len(v) != 3:
+        if not isinstance(v, (list, tuple)) or len(v) != 3:
             raise ModelFileError(f"{where}.{key}: expected 3 numbers (R, G, B), got {v!r}")
         for i, x in enumerate(v):
             _number(x, f"{where}.{key}[{i}]", 1e-6 if key == "std" else None)

@@ -29,8 +29,8 @@ def _add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from seedlings.api import load_model
     from seedlings.evaluation.report import evaluate, print_report, public, write_errors, write_plots
-    from seedlings.inference import load_model
 
     if args.errors and Path(args.errors).is_dir():
         raise UsageError(f"--errors {args.errors}: is a folder; give the CSV file to write, "
@@ -100,7 +100,7 @@ def _predict_all(model, paths, top_k, tta) -> list[dict]:
 
 
 def cmd_predict(args) -> int:
-    from seedlings.inference import load_model
+    from seedlings.api import load_model
 
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be ≥ 1")

@@ -1,25 +1,28 @@
-"""Load a model folder and predict: the Python API behind `predict`, `evaluate` and the service.
+"""The model API without torch: load a model folder and predict (behind `predict`, `evaluate` and the service).
 
-A model folder holds ``model.json`` and ``model.onnx`` (served by ONNX Runtime, no torch) and/or
-``weights.safetensors`` (a training run folder; needs the ``train`` extra). Every file listed in
-``model.json`` is checked against its sha256 before it is loaded.
+A model folder holds ``model.json`` (the :class:`~seedlings.artifact.ModelFile`) and ``model.onnx``,
+run here by ONNX Runtime. A training run folder holds ``weights.safetensors`` instead: its backend
+(``seedlings.models.backend.TorchBackend``) lives with the models, and ``seedlings.load_model``
+(seedlings/api.py) picks it. Nothing here imports torch, so the service can import this module.
+Every file listed in ``model.json`` is checked against its sha256 before it is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from seedlings.artifact import MODEL_JSON, ModelFile
 from seedlings.errors import ImageError, SeedlingsError, UsageError, missing_extra
-from seedlings.fileio import read_json, sha256_file
 from seedlings.images import DEFAULT_MAX_PIXELS, is_image_name, open_image
-from seedlings.preprocess import PreprocessSpec, dihedral_views, normalize, resize_square
+from seedlings.preprocess import dihedral_views, normalize, resize_square
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-SUPPORTED_MODEL_FORMAT = 1
+WEIGHTS_FILE = "weights.safetensors"
 
 
 @dataclass
@@ -38,17 +41,28 @@ class Prediction:
         return d
 
 
+class Backend(Protocol):
+    """What runs the network: normalised float32 N×3×S×S in, logits (and distances) out."""
+
+    name: str
+    has_distance: bool
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
 def resolve_model_dir(path: str | Path | None) -> Path:
     """``None`` means the default model shipped in the package."""
     if path is None:
-        if not (DEFAULT_MODEL_DIR / "model.json").is_file():
+        if not (DEFAULT_MODEL_DIR / MODEL_JSON).is_file():
             raise SeedlingsError(f"{DEFAULT_MODEL_DIR}: this build ships no default model; "
                                  "pass --model MODEL_DIR (an exported model or a finished run folder)")
         return DEFAULT_MODEL_DIR
     p = Path(path).expanduser()
     if not p.exists():
         raise SeedlingsError(f"--model {p}: no such folder")
-    if not (p / "model.json").is_file():
+    if not (p / MODEL_JSON).is_file():
         hint = " (the run has not finished: `seedlings train --resume`)" if (p / "checkpoint.safetensors").exists() \
             else ""
         raise SeedlingsError(f"--model {p}: no model.json here{hint}; pass a model folder from "
@@ -56,33 +70,24 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     return p
 
 
-def load_metadata(model_dir: Path) -> dict:
-    meta = read_json(model_dir / "model.json", "model.json")
-    fmt = meta.get("format")
-    if fmt != SUPPORTED_MODEL_FORMAT:
-        from seedlings import __version__
+def needs_torch(model_dir: Path, backend: str = "auto", precision: str = "fp32") -> bool:
+    """Whether loading ``model_dir`` this way takes the PyTorch backend (a run folder without ONNX)."""
+    if precision != "fp32":
+        return False  # int8 exists only as ONNX
+    if backend == "torch":
+        return True
+    return (backend == "auto" and not (model_dir / ONNX_FILES["fp32"]).is_file()
+            and (model_dir / WEIGHTS_FILE).is_file())
 
-        raise SeedlingsError(f"{model_dir / 'model.json'}: model format {fmt} (seedlings "
-                             f"{meta.get('seedlings_version')}) is not supported by seedlings {__version__} "
-                             f"(format {SUPPORTED_MODEL_FORMAT}); re-export it with this version")
-    for key in ("classes", "preprocess", "backbone"):
-        if key not in meta:
-            raise SeedlingsError(f"{model_dir / 'model.json'}: lacks '{key}'; re-export the model")
-    return meta
+
+def load_metadata(model_dir: Path) -> dict:
+    """model.json as a validated dict, for callers not yet on :class:`ModelFile` (serving/cli.py)."""
+    return ModelFile.load(model_dir).to_dict()
 
 
 def verify_file(model_dir: Path, name: str, meta: dict) -> Path:
-    path = model_dir / name
-    entry = meta.get("files", {}).get(name)
-    if entry is None:
-        raise SeedlingsError(f"{path}: not listed in model.json 'files'; refusing to load an unverified file")
-    if not path.is_file():
-        raise SeedlingsError(f"{path}: listed in model.json but missing")
-    digest = sha256_file(path)
-    if digest != entry["sha256"]:
-        raise SeedlingsError(f"{path}: sha256 {digest[:12]}… does not match model.json "
-                             f"({entry['sha256'][:12]}…); the file is corrupt or was replaced. Refusing to load")
-    return path
+    """:meth:`ModelFile.verify_file` for callers that hold ``load_metadata``'s dict."""
+    return ModelFile.from_dict(meta, str(Path(model_dir) / MODEL_JSON)).verify_file(model_dir, name)
 
 
 class OnnxBackend:
@@ -90,9 +95,11 @@ class OnnxBackend:
     spin-wait between runs and burn the cores that decode uploads (measured on 2 CPUs: ~7 ms of CPU
     per request, a third of the throughput)."""
 
+    name = "onnx"
+
     def __init__(self, path: Path, threads: int | None = None, spinning: bool = True):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: `import seedlings` stays light; onnxruntime is an extra
         except ImportError as exc:
             raise missing_extra("serve", "onnxruntime") from exc
         opts = ort.SessionOptions()
@@ -114,76 +121,63 @@ class OnnxBackend:
         return out[0], (out[1] if self.has_distance else None)
 
 
-class TorchBackend:
-    def __init__(self, path: Path, meta: dict, threads: int | None = None):
-        try:
-            import torch
-        except ImportError as exc:
-            raise missing_extra("train", "torch") from exc
-        from seedlings.models import create_model
-        from seedlings.models.checkpoint import load_weights
-        from seedlings.training import novelty
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = create_model(meta["backbone"], len(meta["classes"]))
-        self.model.load_state_dict(load_weights(path))
-        self.model.eval()
-        if (path.parent / novelty.NOVELTY_FILE).is_file():
-            verify_file(path.parent, novelty.NOVELTY_FILE, meta)
-        self.with_distance = novelty.wrap(self.model, path.parent)
-        self.has_distance = self.with_distance is not None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
-            return self.model(self.torch.from_numpy(x)).float().numpy()
-
-    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if not self.has_distance:
-            return self(x), None
-        with self.torch.no_grad():
-            logits, distance = self.with_distance(self.torch.from_numpy(x))
-        return logits.float().numpy(), distance.float().numpy()
-
-
 class Model:
-    """A loaded classifier: ``predict`` takes paths, folders, bytes, PIL images or arrays."""
+    """A loaded classifier: ``predict`` takes paths, folders, bytes, PIL images or arrays.
 
-    def __init__(self, model_dir: Path, backend: str = "auto", precision: str = "fp32",
+    ``backend``: ``"auto"`` or ``"onnx"`` (ONNX Runtime), or a ready :class:`Backend` such as
+    ``seedlings.models.backend.TorchBackend`` (``seedlings.load_model`` passes one for run folders).
+    """
+
+    def __init__(self, model_dir: Path, backend: str | Backend = "auto", precision: str = "fp32",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, spinning: bool = True):
-        self.dir = model_dir
-        self.meta = load_metadata(model_dir)
-        self.classes: list[str] = list(self.meta["classes"])
-        self.spec = PreprocessSpec.from_dict(self.meta["preprocess"])
-        self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
-        self.threshold = float(self.meta.get("unknown", {}).get("threshold", 0.0))
-        limit = self.meta.get("unknown", {}).get("distance_threshold")
-        self.distance_threshold = None if limit is None else float(limit)
+        self.dir = Path(model_dir)
+        self.file = ModelFile.load(self.dir)
+        self.classes: list[str] = list(self.file.classes)
+        self.spec = self.file.preprocess
         self.max_pixels = max_pixels
         self.precision = precision
         self.spinning = spinning
         self.backend_name, self.run = self._backend(backend, precision, threads)
 
     @property
+    def meta(self) -> dict:
+        """model.json as JSON (``self.file`` is the typed form)."""
+        return self.file.to_dict()
+
+    @property
     def name(self) -> str:
-        return self.meta.get("name", self.dir.name)
+        return self.file.name
 
     @property
     def version(self) -> str:
-        return str(self.meta.get("version", "0"))
+        return self.file.version
 
-    def _backend(self, backend: str, precision: str, threads):
+    @property
+    def temperature(self) -> float:
+        return self.file.calibration.temperature
+
+    @property
+    def threshold(self) -> float:
+        return self.file.unknown.threshold
+
+    @property
+    def distance_threshold(self) -> float | None:
+        return self.file.unknown.distance_threshold
+
+    def _backend(self, backend: str | Backend, precision: str, threads) -> tuple[str, Backend]:
+        if not isinstance(backend, str):
+            return backend.name, backend
         if precision not in ONNX_FILES:
             raise UsageError(f"--precision {precision!r}: choose fp32 or int8")
         onnx_name = ONNX_FILES[precision]
         if backend in ("auto", "onnx") and (self.dir / onnx_name).is_file():
-            return "onnx", OnnxBackend(verify_file(self.dir, onnx_name, self.meta), threads, self.spinning)
+            return "onnx", OnnxBackend(self.file.verify_file(self.dir, onnx_name), threads, self.spinning)
         if backend == "onnx" or precision == "int8":
             raise SeedlingsError(f"{self.dir}: no {onnx_name}; run `seedlings export` "
                                  f"{'--precision int8 ' if precision == 'int8' else ''}first")
-        if (self.dir / "weights.safetensors").is_file():
-            return "torch", TorchBackend(verify_file(self.dir, "weights.safetensors", self.meta), self.meta, threads)
+        if (self.dir / WEIGHTS_FILE).is_file():
+            raise SeedlingsError(f"{self.dir}: holds PyTorch weights only; load it with seedlings.load_model "
+                                 f"(needs the train extra) or run `seedlings export {self.dir}`")
         raise SeedlingsError(f"{self.dir}: neither model.onnx nor weights.safetensors found")
 
     # -- arrays in, probabilities out -------------------------------------------------------------
@@ -200,13 +194,12 @@ class Model:
                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and each image's feature distance to the nearest species (None when the
         model has no distance output); with ``tta`` both are means over the 8 views."""
-        from seedlings.evaluation.metrics import softmax
-
         probs, dists = [], []
+        calibration = self.file.calibration
         for i in range(0, len(batch_hwc), batch_size):
             chunk = batch_hwc[i:i + batch_size]
             views = [self.run.scores(normalize(v, self.spec)) for v in (dihedral_views(chunk) if tta else [chunk])]
-            probs.append(np.mean([softmax(lg.astype(np.float64), self.temperature) for lg, _ in views], axis=0))
+            probs.append(np.mean([calibration.probabilities(lg.astype(np.float64)) for lg, _ in views], axis=0))
             if self.run.has_distance:
                 dists.append(np.mean([d.astype(np.float64) for _, d in views], axis=0))
         if not probs:
@@ -214,12 +207,8 @@ class Model:
         return np.concatenate(probs), (np.concatenate(dists) if self.run.has_distance else None)
 
     def unknown(self, probs: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
-        """Which images not to trust: the model is unsure (max probability under its threshold), or
-        the image's features are far from every species (distance over its threshold)."""
-        flags = probs.max(axis=1) < self.threshold if len(probs) else np.zeros(0, bool)
-        if distance is not None and self.distance_threshold is not None:
-            flags = flags | (distance > self.distance_threshold)
-        return flags
+        """Which images not to trust: the model file's :class:`~seedlings.artifact.UnknownRule`."""
+        return self.file.unknown.flags(probs, distance)
 
     def to_predictions(self, probs: np.ndarray, top_k: int = 5, files=None,
                        distance: np.ndarray | None = None) -> list[Prediction]:
@@ -265,5 +254,7 @@ def expand_inputs(item):
 
 def load_model(path: str | Path | None = None, backend: str = "auto", precision: str = "fp32",
                threads: int | None = None) -> Model:
-    """Load a model folder (``None``: the default model shipped in the package)."""
+    """Load an ONNX model folder (``None``: the default model shipped in the package); torch-free.
+
+    ``seedlings.load_model`` also loads training run folders (PyTorch weights)."""
     return Model(resolve_model_dir(path), backend=backend, precision=precision, threads=threads)

@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from seedlings.artifact import ModelFile
+from seedlings.config import TrainConfig, load_yaml
 from seedlings.errors import SeedlingsError, UsageError
+from seedlings.evaluation.plots import figures, save_png
+from seedlings.fileio import atomic_write_text
 
 HEADER = [
     "run",
@@ -91,18 +98,15 @@ def _read_metrics(path: Path) -> list[dict]:
 
 def summarize(run: Path, root: Path) -> dict:
     """One leaderboard row from a run folder; missing optional fields become None."""
-    try:
-        meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SeedlingsError(f"{run / 'model.json'}: not valid JSON ({exc.msg})") from exc
+    model_file = ModelFile.load(run)
     rows = _read_metrics(run / "metrics.jsonl")
-    metrics, training = meta.get("metrics", {}), meta.get("training", {})
+    metrics, training = model_file.metrics, model_file.training
     speeds = [r["train_images_per_s"] for r in rows if r.get("train_images_per_s")]
-    params = meta.get("params", training.get("params"))
+    params = model_file.get("params", training.get("params"))
     return {
         "run": str(run.relative_to(root)) if run != root else run.name,
-        "backbone": meta.get("backbone"),
-        "image_size": meta.get("image_size"),
+        "backbone": model_file.backbone,
+        "image_size": model_file.image_size,
         "epochs": max((r.get("epoch", 0) for r in rows), default=training.get("epochs")),
         "f1_micro": metrics.get("f1_micro"),
         "f1_macro": metrics.get("f1_macro"),
@@ -144,9 +148,6 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 def print_leaderboard(title: str, rows: list[list[str]], file=None) -> None:
     """A rich table whose names and numbers never wrap mid-word (tables.print_table folds them)."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for i, h in enumerate(HEADER):
         table.add_column(h, no_wrap=i < 2, justify="left" if i < 2 else "right")
@@ -173,9 +174,7 @@ def markdown(rows: list[dict], unfinished: list[str]) -> str:
 def plot_leaderboard(rows: list[dict], path: Path) -> bool:
     """Bar chart of micro- and macro-F1 per run; False when matplotlib (train extra) is missing."""
     try:
-        from seedlings.evaluation.plots import _plt, _save
-
-        plt = _plt()
+        plt = figures()
     except ImportError:
         return False
     names = [r["run"] for r in rows][::-1]
@@ -190,14 +189,12 @@ def plot_leaderboard(rows: list[dict], path: Path) -> bool:
     ax.set_xlabel("validation F1")
     ax.legend(loc="lower right")
     ax.set_title("seedlings leaderboard")
-    _save(fig, path)
+    save_png(fig, path)
     return True
 
 
 def compare(runs_dir: str, out: str | None = None, file=None) -> int:
     """Print the leaderboard of the finished runs under runs_dir; write leaderboard.md and .png."""
-    from seedlings.fileio import atomic_write_text
-
     root = Path(runs_dir)
     if not root.is_dir():
         raise UsageError(f"runs compare {runs_dir}: no such folder")
@@ -226,8 +223,6 @@ def compare(runs_dir: str, out: str | None = None, file=None) -> int:
 
 def load_experiment(path: str, index: int) -> dict:
     """Experiment ``index`` of a sweep file, merged over its defaults."""
-    from seedlings.config import load_yaml
-
     doc = load_yaml(path, "--experiments")
     experiments = doc.get("experiments") if isinstance(doc, dict) else None
     if not isinstance(experiments, list) or not all(isinstance(e, dict) for e in experiments):
@@ -249,8 +244,6 @@ def experiment_overrides(exp: dict, runs_dir: str, data_root: str) -> dict:
             "experiment has no `dataset` (a folder under --data-root); set it in the "
             "experiment or in `defaults`"
         )
-    from seedlings.config import TrainConfig
-
     default = TrainConfig()
     name = exp.get("name") or (f"{exp.get('model', default.model)}-{exp.get('image_size', default.image_size)}-"
                                f"{exp['dataset']}")
@@ -283,8 +276,7 @@ def sweep_item(
         file=sys.stderr,
         flush=True,
     )
-    from seedlings.config import TrainConfig
-    from seedlings.training.fit import train
+    from seedlings.training.fit import train  # lazy: `runs compare` works without the train extra
 
     # A Job may restart this pod: resume from the run's checkpoint rather than start over.
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides}, where=f"{experiments}[{index}]")

@@ -123,8 +123,8 @@ def test_evaluate_lists_and_shows_the_misclassified_images(trained_run, tmp_path
 
 
 def test_shared_errors_bench_counts_the_images_every_model_misses(trained_run, tmp_path):
+    from seedlings.api import load_model
     from seedlings.evaluation.report import evaluate, misclassified
-    from seedlings.inference import load_model
 
     data = json.loads((Path(trained_run) / "model.json").read_text())["training"]["data"]
     wrong = misclassified(evaluate(load_model(trained_run), data, progress=False))

@@ -2,6 +2,6 @@
 
 from seedlings.data.cache import PreparedData, prepare
 from seedlings.data.index import DatasetIndex, index_folder
-from seedlings.data.split import Split, stratified_split
+from seedlings.data.split import Split, Subset, stratified_split
 
-__all__ = ["DatasetIndex", "index_folder", "PreparedData", "prepare", "Split", "stratified_split"]
+__all__ = ["DatasetIndex", "index_folder", "PreparedData", "prepare", "Split", "Subset", "stratified_split"]

@@ -12,6 +12,15 @@ from seedlings.fileio import atomic_write_json, read_json
 
 
 @dataclass
+class Subset:
+    """Some rows of a prepared cache: what training, evaluation and export pass around."""
+
+    images: np.ndarray  # the whole cache, N×S×S×3 uint8 (memory-mapped)
+    labels: np.ndarray  # label of every cache row, in the model's class order
+    rows: np.ndarray  # the rows in this subset
+
+
+@dataclass
 class Split:
     train: list[str]
     val: list[str]

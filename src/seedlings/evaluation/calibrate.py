@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedlings.artifact import Calibration, UnknownRule
 from seedlings.evaluation.metrics import (
     confusion_matrix,
     expected_calibration_error,
@@ -12,27 +13,35 @@ from seedlings.evaluation.metrics import (
     softmax,
     unknown_threshold,
 )
+from seedlings.models.predict import predict_logits
 
 UNKNOWN_FALSE_REJECT = 0.02
 
 
 def calibration_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict:
-    t = fit_temperature(logits, labels) if len(labels) else 1.0
-    before = expected_calibration_error(softmax(logits), labels) if len(labels) else 0.0
+    """``{"calibration": …, "unknown": …}`` as model.json holds them (see :func:`fit_calibration`)."""
+    calibration, rule = fit_calibration(logits, labels)
+    return {"calibration": calibration.to_dict(), "unknown": rule.to_dict()}
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration, UnknownRule]:
+    """The temperature minimising validation NLL, and the max-probability threshold that flags
+    ``UNKNOWN_FALSE_REJECT`` of the validation images as unknown."""
+    n = len(labels)
+    t = fit_temperature(logits, labels) if n else 1.0
     probs = softmax(logits, t)
-    after = expected_calibration_error(probs, labels) if len(labels) else 0.0
-    thr = unknown_threshold(probs.max(axis=1), UNKNOWN_FALSE_REJECT) if len(labels) else 0.0
-    return {"calibration": {"method": "temperature", "temperature": t, "ece_before": before, "ece_after": after,
-                            "fitted_on": "validation", "n": int(len(labels))},
-            "unknown": {"method": "max_probability", "threshold": thr,
-                        "target_false_reject_validation": UNKNOWN_FALSE_REJECT,
-                        "false_reject_validation": float((probs.max(axis=1) < thr).mean()) if len(labels) else 0.0}}
+    thr = unknown_threshold(probs.max(axis=1), UNKNOWN_FALSE_REJECT) if n else 0.0
+    calibration = Calibration(t, {"ece_before": expected_calibration_error(softmax(logits), labels) if n else 0.0,
+                                  "ece_after": expected_calibration_error(probs, labels) if n else 0.0,
+                                  "fitted_on": "validation", "n": int(n)})
+    rule = UnknownRule(threshold=thr, extra={
+        "target_false_reject_validation": UNKNOWN_FALSE_REJECT,
+        "false_reject_validation": float((probs.max(axis=1) < thr).mean()) if n else 0.0})
+    return calibration, rule
 
 
 def calibrate_run(model, val_set, spec, classes) -> tuple[dict, dict]:
     """Fit on validation logits of the best weights; also return their evaluation report."""
-    from seedlings.training.loop import predict_logits
-
     logits = predict_logits(model, val_set.images, val_set.rows, spec)
     labels = val_set.labels[val_set.rows]
     calib = calibration_from_logits(logits, labels)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedlings.artifact import softmax  # the model file's calibration applies it; metrics use the same one
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+__all__ = ["softmax", "confusion_matrix", "report_from_confusion", "expected_calibration_error", "nll",
+           "fit_temperature", "unknown_threshold"]
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:

@@ -50,7 +50,7 @@ def _text(rng, size):
     return np.asarray(img)
 
 
-def generate(n_per_kind: int = 40, size: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+def generate(n_per_kind: int = 40, *, size: int, seed: int = 0) -> dict[str, np.ndarray]:
     """uint8 N×S×S×3 arrays per kind."""
     rng = np.random.default_rng(seed)
     makers = {"noise": _noise, "flat": _flat, "gradient": _gradient, "shapes": _shapes, "text": _text}
@@ -60,15 +60,14 @@ def generate(n_per_kind: int = 40, size: int = 128, seed: int = 0) -> dict[str, 
 def unknown_rates(model, val_images: np.ndarray, ood: dict[str, np.ndarray], tta: bool = False) -> dict:
     """False-reject on validation images and false-accept per OOD kind, for the model's ``unknown``
     rule; also each signal on its own (max probability, feature distance) to show what each adds."""
+    rule = model.file.unknown
+
     def signals(images):
         probs, dist = model.assess(images, tta=tta)
-        conf_flag = probs.max(axis=1) < model.threshold
-        has_distance = dist is not None and model.distance_threshold is not None
-        dist_flag = dist > model.distance_threshold if has_distance else None
-        return model.unknown(probs, dist), conf_flag, dist_flag
+        return (rule.flags(probs, dist), *rule.signals(probs, dist))
 
     val_all, val_conf, val_dist = signals(val_images)
-    out = {"threshold": model.threshold, "distance_threshold": model.distance_threshold, "tta": tta,
+    out = {"threshold": rule.threshold, "distance_threshold": rule.distance_threshold, "tta": tta,
            "false_reject_validation": float(val_all.mean()),
            "false_reject_validation_max_probability": float(val_conf.mean()),
            "false_reject_validation_distance": None if val_dist is None else float(val_dist.mean()),

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.errors import ImageError
 from seedlings.fileio import atomic_write
+from seedlings.images import open_image, to_rgb
 
 
 class _Figures:
@@ -22,18 +24,19 @@ class _Figures:
         return fig, axes
 
 
-def _plt():
-    import matplotlib.figure  # noqa: F401  (fails early, with ImportError, without the train extra)
+def figures():
+    """What makes figures (``figures().subplots(...)``); ImportError without matplotlib (the train extra)."""
+    import matplotlib.figure  # noqa: F401  lazy: the runs table and evaluate work without the train extra
 
     return _Figures
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = figures()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(epochs, [r["train_loss"] for r in rows], label="train")
@@ -49,11 +52,11 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(cm, classes: list[str], path: Path, title: str = "confusion matrix") -> None:
-    plt = _plt()
+    plt = figures()
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(9, 8))
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -68,7 +71,7 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "confusion m
             if cm[i, j]:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if norm[i, j] > 0.6 else "black")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_run(run: Path, classes: list[str], report: dict) -> None:
@@ -80,7 +83,7 @@ def plot_run(run: Path, classes: list[str], report: dict) -> None:
 
 def plot_reliability(probs, labels, path: Path, bins: int = 10) -> None:
     """Confidence vs accuracy per bin: a calibrated model follows the diagonal."""
-    plt = _plt()
+    plt = figures()
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0, 1, bins + 1)
@@ -98,15 +101,12 @@ def plot_reliability(probs, labels, path: Path, bins: int = 10) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title("reliability")
     ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_errors(wrong: list[dict], root: Path, path: Path, limit: int = 48, columns: int = 8) -> None:
     """A contact sheet of misclassified images (``report.misclassified`` rows), each titled true → predicted."""
-    from seedlings.errors import ImageError
-    from seedlings.images import open_image, to_rgb
-
-    plt = _plt()
+    plt = figures()
     shown = wrong[:limit]
     rows = -(-len(shown) // columns)
     cols = min(columns, len(shown))
@@ -126,4 +126,4 @@ def plot_errors(wrong: list[dict], root: Path, path: Path, limit: int = 48, colu
     more = f", the {limit} most confident shown" if len(wrong) > limit else ""
     fig.suptitle(f"misclassified: true → predicted, confidence (? = flagged unknown); {len(wrong)} images{more}",
                  fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)

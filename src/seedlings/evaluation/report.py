@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
+from seedlings.data import Split, prepare
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import confusion_matrix, expected_calibration_error, report_from_confusion
+from seedlings.evaluation.plots import plot_confusion, plot_errors, plot_reliability
+from seedlings.fileio import atomic_write_text
+from seedlings.progress import bar
+from seedlings.tables import print_table
 
 
 def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
@@ -23,8 +30,7 @@ def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
         return data.subset(split.val), "validation split of the run"
     if same_data:
         return np.arange(len(data.files)), "all images (including the run's training images)"
-    trained_on = model.meta.get("training", {}).get("data")
-    if split is None and trained_on and Path(trained_on).resolve() == Path(data.root).resolve():
+    if split is None and _trained_on(model, Path(data.root)):
         return np.arange(len(data.files)), ("all images (WARNING: this model was trained on this folder and "
                                             "its split is unknown; the numbers are optimistic)")
     return np.arange(len(data.files)), "all images"
@@ -34,11 +40,21 @@ def _bad(data) -> set[str]:
     return {b["path"] for b in data.bad}
 
 
-def _find_split(model):
-    from seedlings.data import Split
+def _trained_on(model, root: Path) -> bool:
+    """Whether the model's training data folder is ``root``: by path in a run folder, by name in an
+    exported model (which records no absolute path)."""
+    trained_on = model.file.training.get("data")
+    if not trained_on:
+        return False
+    if Path(trained_on).is_absolute():
+        return Path(trained_on).resolve() == root.resolve()
+    return Path(trained_on).name == root.resolve().name
 
-    source_run = model.meta.get("source_run")
-    for folder in (model.dir, Path(source_run) if source_run else None):
+
+def _find_split(model):
+    """The run's split.json: in the model folder, or in its source run (recorded relative to the folder)."""
+    source_run = model.file.get("source_run")
+    for folder in (model.dir, model.dir / source_run if source_run else None):
         if folder is not None and (folder / "split.json").is_file():
             return Split.load(folder / "split.json")
     return None
@@ -46,9 +62,7 @@ def _find_split(model):
 
 def evaluate(model, data_dir, all_images: bool = False, tta: bool = False, bad_images: str = "skip",
              progress: bool = True) -> dict:
-    """Score ``model`` (an inference.Model) on a labelled folder; keys as in the GUIDE."""
-    from seedlings.data import prepare
-
+    """Score ``model`` (an inference.Model) on a labelled folder; report keys in docs/architecture.md (CLI)."""
     data = prepare(data_dir, model.spec.image_size, model.spec.interpolation, bad_images=bad_images,
                    progress=progress)
     unknown = [c for c in data.classes if c not in model.classes]
@@ -84,11 +98,6 @@ def misclassified(report: dict) -> list[dict]:
 
 def write_errors(report: dict, path: Path) -> int:
     """``file,true,predicted,confidence,unknown`` for each misclassified image; returns how many."""
-    import csv
-    import io
-
-    from seedlings.fileio import atomic_write_text
-
     rows = misclassified(report)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -101,8 +110,6 @@ def write_errors(report: dict, path: Path) -> int:
 
 def _assess(model, images, rows, tta, progress) -> tuple[np.ndarray, np.ndarray | None]:
     """Model.assess in chunks, to drive the progress bar."""
-    from seedlings.progress import bar
-
     chunk = 64
     probs, dists = [np.zeros((0, len(model.classes)))], []
     with bar(len(rows), "Evaluating", enabled=progress) as advance:
@@ -120,8 +127,6 @@ def public(report: dict) -> dict:
 
 
 def print_report(report: dict) -> None:
-    from seedlings.tables import print_table
-
     rows = [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
             for c, m in report["per_class"].items()]
     print_table(f"{report['model']['name']} on {report['data']} ({report['scope']}, n = {report['n']}"
@@ -137,8 +142,6 @@ def print_report(report: dict) -> None:
 
 def write_plots(report: dict, out: Path) -> list[Path]:
     """confusion_matrix.png, reliability.png and, when there are any, errors.png (the misclassified images)."""
-    from seedlings.evaluation.plots import plot_confusion, plot_errors, plot_reliability
-
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(report["confusion_matrix"], report["classes"], out / "confusion_matrix.png")
     plot_reliability(report["_probs"], report["_labels"], out / "reliability.png")

@@ -6,28 +6,40 @@ Parity: the exported model must give the same probabilities as PyTorch on real i
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+import yaml
+from onnx import TensorProto, helper, numpy_helper
 
+from seedlings.artifact import ModelFile, UnknownRule
+from seedlings.data import Split, Subset, prepare
 from seedlings.errors import SeedlingsError
-from seedlings.fileio import atomic_write, atomic_write_json, sha256_file
-from seedlings.inference import load_metadata
-from seedlings.models import create_model
+from seedlings.evaluation.metrics import softmax
+from seedlings.export.quantize import onnx_probs, quantize_int8
+from seedlings.fileio import atomic_write
+from seedlings.models import create_model, novelty
 from seedlings.models.checkpoint import load_weights
 from seedlings.preprocess import PreprocessSpec, normalize
 
 PARITY_TOLERANCE = 1e-4
 DISTANCE_TOLERANCE = 1e-3  # relative: distances are in the hundreds, float32 sums of 512 squares
 OPSET = 17
+WEIGHTS = "weights.safetensors"
 
 
-def load_run_model(run: Path, meta: dict):
-    model = create_model(meta["backbone"], len(meta["classes"]))
-    model.load_state_dict(load_weights(run / "weights.safetensors"))
+def load_run_model(run: Path, model_file: ModelFile):
+    model = create_model(model_file.backbone, len(model_file.classes))
+    model.load_state_dict(load_weights(model_file.verify_file(run, WEIGHTS)))
     return model.eval()
 
 
@@ -45,39 +57,53 @@ def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = (
     atomic_write(path, write)
 
 
-def run_data(run: Path, meta: dict):
+def run_data(run: Path, model_file: ModelFile) -> tuple[Subset | None, Subset | None]:
     """The run's (training, validation) images as two ``Subset``s, or (None, None) when its data is not here.
 
     Validation is the run's split (split.json) of its data folder, or its --val-data folder.
     """
-    from seedlings.data import Split, prepare
-    from seedlings.training.fit import Subset
-
-    training, classes, size = meta.get("training", {}), meta["classes"], meta["image_size"]
     try:
-        data = prepare(training["data"], size, progress=False)
-        labels = np.asarray([classes.index(c) for c in data.classes])[data.labels]
-        val_root = val_data_of(run, meta)
+        data, labels = _labelled(data_folder(run, model_file), model_file)
+        val_root = val_data_of(run, model_file)
         if val_root:
-            val = prepare(val_root, size, progress=False)
-            val_labels = np.asarray([classes.index(c) for c in val.classes])[val.labels]
+            val, val_labels = _labelled(val_root, model_file)
             return (Subset(data.images, labels, np.arange(len(data.files))),
                     Subset(val.images, val_labels, np.arange(len(val.files))))
         split = Split.load(run / "split.json")
         return tuple(Subset(data.images, labels, data.subset(names)) for names in (split.train, split.val))
-    except (SeedlingsError, KeyError, OSError, ValueError):  # ValueError: a class the model does not know
+    except (SeedlingsError, OSError, ValueError):  # ValueError: a class the model does not know
         return None, None
 
 
-def val_data_of(run: Path, meta: dict) -> str | None:
-    """The run's --val-data folder (model.json, or config.yaml for runs from before it recorded it)."""
-    return meta.get("training", {}).get("val_data") or run_config(run).get("val_data")
+def _labelled(root: str | None, model_file: ModelFile):
+    """The prepared folder at the model's size, and each cache row's label in the model's class order."""
+    if not root:
+        raise SeedlingsError("the run records no data folder")
+    spec = model_file.preprocess
+    data = prepare(root, spec.image_size, spec.interpolation, progress=False)
+    return data, np.asarray([model_file.classes.index(c) for c in data.classes])[data.labels]
+
+
+def data_folder(run: Path, model_file: ModelFile, key: str = "data") -> str | None:
+    """The run's ``data`` (or ``val_data``) folder: its config.yaml's setting, else model.json's record.
+
+    A relative path is taken from the current folder, else from the run folder.
+    """
+    value = run_config(run).get(key) or model_file.training.get(key)
+    if not value:
+        return None
+    if not Path(value).is_absolute() and not Path(value).exists() and (run / value).exists():
+        return str(run / value)
+    return str(value)
+
+
+def val_data_of(run: Path, model_file: ModelFile) -> str | None:
+    """The run's --val-data folder (None when it was validated on a split of its data)."""
+    return data_folder(run, model_file, "val_data")
 
 
 def run_config(run: Path) -> dict:
     """The run's config.yaml ({} when missing or unreadable)."""
-    import yaml
-
     try:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
@@ -85,22 +111,17 @@ def run_config(run: Path) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def sample_images(val_set, meta: dict, n: int = 64) -> tuple[np.ndarray, str]:
+def sample_images(val_set: Subset | None, image_size: int, n: int = 64) -> tuple[np.ndarray, str]:
     """Real validation images of the run (``run_data``'s second subset); synthetic noise when unavailable."""
     if val_set is not None and len(val_set.rows):
         rows = val_set.rows[:n]
         return np.asarray(val_set.images[rows]), f"{len(rows)} validation images of the run"
     rng = np.random.default_rng(0)
-    size = meta["image_size"]
-    return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "16 random images (data not found)"
+    return rng.integers(0, 256, (16, image_size, image_size, 3), dtype=np.uint8), "16 random images (data not found)"
 
 
 def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> tuple[float, float]:
     """Max |Δprob| and, for a model with a distance output, the max relative Δdistance."""
-    import onnxruntime as ort
-
-    from seedlings.evaluation.metrics import softmax
-
     x = normalize(images, spec)
     with torch.no_grad():
         ref = model(torch.from_numpy(x))
@@ -114,46 +135,42 @@ def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> 
     return dprob, float((np.abs(want - got[1]) / np.maximum(np.abs(want), 1.0)).max())
 
 
-def _with_novelty(run: Path, meta: dict, model, subsets, log):
-    """The model with its feature-distance output; fitted now for runs trained before it existed."""
-    from seedlings.training import novelty
+def _with_novelty(run: Path, model_file: ModelFile, model, subsets, log) -> tuple[torch.nn.Module, UnknownRule]:
+    """The model with its feature-distance output, and the unknown rule to ship with it.
 
+    A run trained before the detector existed gets one fitted now, for the export only: the run
+    folder is left as it is.
+    """
     wrapped = novelty.wrap(model, run)
-    if wrapped is None and "distance_threshold" not in meta.get("unknown", {}):
-        if subsets[0] is None:
-            log("no feature-distance detector: the run has none and its data folder is not here")
-            return model
-        spec = PreprocessSpec.from_dict(meta["preprocess"])
-        meta["unknown"] = {**meta.get("unknown", {}), **novelty.fit_run(model, *subsets, spec,
-                                                                         len(meta["classes"]), run),
-                           "method": "max_probability+feature_distance"}
-        path = run / novelty.NOVELTY_FILE
-        meta.setdefault("files", {})[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        atomic_write_json(run / "model.json", meta)
-        log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
-        wrapped = novelty.wrap(model, run)
-    return wrapped if wrapped is not None else model
+    if wrapped is not None or model_file.unknown.distance_threshold is not None:
+        return (model if wrapped is None else wrapped), model_file.unknown
+    if subsets[0] is None:
+        log("no feature-distance detector: the run has none and its data folder is not here")
+        return model, model_file.unknown
+    with tempfile.TemporaryDirectory(prefix="seedlings-novelty-") as work:
+        fitted = novelty.fit_run(model, *subsets, model_file.preprocess, len(model_file.classes), Path(work))
+        wrapped = novelty.wrap(model, Path(work))
+    log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
+    return wrapped, UnknownRule.from_dict({**model_file.unknown.to_dict(), **fitted}, "unknown")
 
 
 def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: bool = False,
                log=print) -> Path:
     """Write an ONNX model folder from a finished run folder (``half``: float16 weights in model.onnx)."""
     run, out = Path(run), Path(out)
-    meta = finished_run(run)
+    model_file = finished_run(run)
     check_precision(precision)
-    spec = PreprocessSpec.from_dict(meta["preprocess"])
-    model = load_run_model(run, meta)
-    subsets = run_data(run, meta)
-    graph = _with_novelty(run, meta, model, subsets, log)
-    meta["source_run"] = str(run.resolve())
-    return write_model_folder(graph, model, meta, spec, run, out, precision, half, log, subsets[1])
+    model = load_run_model(run, model_file)
+    subsets = run_data(run, model_file)
+    graph, unknown = _with_novelty(run, model_file, model, subsets, log)
+    exported = model_file.replace(unknown=unknown, files={}, extra={**model_file.extra, "source_run": str(run)})
+    return write_model_folder(graph, model, exported, Export(run, out, precision, half, log, subsets[1]))
 
 
-def finished_run(run: Path) -> dict:
-    meta = load_metadata(run) if (run / "model.json").is_file() else None
-    if meta is None or not (run / "weights.safetensors").is_file():
+def finished_run(run: Path) -> ModelFile:
+    if not (run / "model.json").is_file() or not (run / WEIGHTS).is_file():
         raise SeedlingsError(f"{run}: not a finished run folder (needs model.json and weights.safetensors)")
-    return meta
+    return ModelFile.load(run)
 
 
 def check_precision(precision: str) -> None:
@@ -161,45 +178,78 @@ def check_precision(precision: str) -> None:
         raise SeedlingsError(f"--precision {precision}: choose fp32 or int8")
 
 
-def write_model_folder(graph, model, meta: dict, spec: PreprocessSpec, run: Path, out: Path, precision: str,
-                       half: bool, log, val_set=None) -> Path:
+@dataclass
+class Export:
+    """Where and how to write one model folder: ``run`` holds the split.json copied beside it."""
+
+    run: Path
+    out: Path
+    precision: str = "fp32"
+    half: bool = False
+    log: Callable[[str], object] = print
+    val_set: Subset | None = None  # ``run_data``'s second subset: parity and validation images
+
+
+def write_model_folder(graph, model, model_file: ModelFile, job: Export) -> Path:
     """Export ``graph`` (``model`` plus its distance output, if any), check parity, write the folder.
 
-    ``model`` gives the logits int8 is compared with; ``val_set`` (``run_data``'s second subset) the
-    parity and validation images; ``run`` its split.json.
+    ``model`` gives the logits int8 is compared with. The folder's model.json is ``model_file``
+    with the export report, the new file list and no absolute path of this machine.
     """
+    out = job.out
     tmp = out.with_name(out.name + ".exporting")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        outputs = ("logits", "distance") if graph is not model else ("logits",)
-        export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
-        images, what = sample_images(val_set, meta)
-        delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
-        log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
-            + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
-        if not delta < PARITY_TOLERANCE or not ddist < DISTANCE_TOLERANCE:
-            raise SeedlingsError(f"ONNX output differs from PyTorch: max |Δprob| {delta:.2e} (tolerance "
-                                 f"{PARITY_TOLERANCE:g}), relative Δdistance {ddist:.2e} ({DISTANCE_TOLERANCE:g})")
-        files = ["model.onnx"]
-        meta["export"] = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET,
-                          "outputs": list(outputs)}
-        if precision == "int8":
-            from seedlings.export.quantize import quantize_int8
-
-            meta["export"]["int8"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", images, spec,
-                                                   model, log)
-            files.append("model.int8.onnx")
-        if half:
-            meta["export"]["half_weights"] = _halve(tmp / "model.onnx", val_set, images, spec, log)
-        meta["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
-        atomic_write_json(tmp / "model.json", meta)
-        if (run / "split.json").is_file():  # lets `evaluate` score only the validation images
-            shutil.copy2(run / "split.json", tmp / "split.json")
+        report, files = _write_graphs(graph, model, model_file.preprocess, tmp, job)
+        exported = model_file.replace(files={}, extra=portable({**model_file.extra, "export": report}, out))
+        for name in files:
+            exported.record_file(tmp, name)
+        exported.save(tmp)
+        if (job.run / "split.json").is_file():  # lets `evaluate` score only the validation images
+            shutil.copy2(job.run / "split.json", tmp / "split.json")
         _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_graphs(graph, model, spec: PreprocessSpec, tmp: Path, job: Export) -> tuple[dict, list[str]]:
+    """model.onnx (parity-checked), and model.int8.onnx or float16 weights when asked: the report, the files."""
+    outputs = ("logits", "distance") if graph is not model else ("logits",)
+    export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
+    images, what = sample_images(job.val_set, spec.image_size)
+    delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
+    job.log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
+            + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
+    if not delta < PARITY_TOLERANCE or not ddist < DISTANCE_TOLERANCE:
+        raise SeedlingsError(f"ONNX output differs from PyTorch: max |Δprob| {delta:.2e} (tolerance "
+                             f"{PARITY_TOLERANCE:g}), relative Δdistance {ddist:.2e} ({DISTANCE_TOLERANCE:g})")
+    report = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET, "outputs": list(outputs)}
+    files = ["model.onnx"]
+    if job.precision == "int8":
+        report["int8"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", images, spec, model, job.log)
+        files.append("model.int8.onnx")
+    if job.half:
+        report["half_weights"] = _halve(tmp / "model.onnx", job.val_set, images, spec, job.log)
+    return report, files
+
+
+_RUN_KEYS = ("source_run", "run")  # run folders, found again from the model folder: kept relative to it
+
+
+def portable(value, out: Path, key: str = ""):
+    """``value`` (model.json's report fields) without absolute paths of this machine: a run folder
+    relative to the model folder ``out``, any other path (a data folder, the command's) by its name."""
+    if isinstance(value, dict):
+        return {k: portable(v, out, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, out, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    if key in _RUN_KEYS:
+        return os.path.relpath(Path(value).resolve(), out.resolve())
+    return " ".join(Path(t).name if os.path.isabs(t) and len(t) > 1 else t for t in value.split(" "))
 
 
 HALF_TOLERANCE = 1e-2  # max |Δprob| that rounding the weights to float16 may cause
@@ -207,8 +257,6 @@ HALF_TOLERANCE = 1e-2  # max |Δprob| that rounding the weights to float16 may c
 
 def _halve(path: Path, val_set, images: np.ndarray, spec: PreprocessSpec, log) -> dict:
     """Replace ``path`` by its float16-weight version; measure the change on the validation images."""
-    from seedlings.export.quantize import onnx_probs
-
     if val_set is not None and len(val_set.rows):
         images, what = np.asarray(val_set.images[val_set.rows]), "validation images"
     else:
@@ -234,9 +282,6 @@ def store_weights_as_half(path: Path) -> None:
     Half the file size. ONNX Runtime folds the casts when it loads the model, so it still
     computes in float32 (with weights rounded to float16: measured by _halve).
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     proto = onnx.load(str(path))
     graph, casts = proto.graph, []
     for init in graph.initializer:

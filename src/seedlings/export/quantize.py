@@ -20,8 +20,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from seedlings.errors import SeedlingsError
+from seedlings.evaluation.metrics import softmax
 from seedlings.fileio import atomic_write
 from seedlings.preprocess import PreprocessSpec, normalize
 
@@ -30,8 +41,6 @@ CALIBRATION_BATCH = 8
 
 def _calibration_reader(images_uint8: np.ndarray, spec: PreprocessSpec, input_name: str):
     """A CalibrationDataReader over the images, normalised exactly as serving will."""
-    from onnxruntime.quantization import CalibrationDataReader
-
     class _Reader(CalibrationDataReader):
         def __init__(self):
             self._batches = iter([normalize(images_uint8[i:i + CALIBRATION_BATCH], spec)
@@ -47,8 +56,6 @@ def _calibration_reader(images_uint8: np.ndarray, spec: PreprocessSpec, input_na
 def _preprocess_graph(fp32_path: Path, out_path: Path, log) -> Path:
     """Shape inference + graph optimisation first, as ONNX Runtime recommends; optional."""
     try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
         return out_path
     except Exception as exc:  # the pre-pass is an optimisation; quantizing the raw graph still works
@@ -58,10 +65,6 @@ def _preprocess_graph(fp32_path: Path, out_path: Path, log) -> Path:
 
 def onnx_probs(path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> np.ndarray:
     """Probabilities (no temperature) of an ONNX model file for uint8 N×S×S×3 images."""
-    import onnxruntime as ort
-
-    from seedlings.evaluation.metrics import softmax
-
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     logits = [sess.run(None, {name: normalize(images_uint8[i:i + batch], spec)})[0]
@@ -73,10 +76,6 @@ def _referenceonnx_probs(fp32_path: Path, images_uint8: np.ndarray, spec: Prepro
     """What int8 is compared with: the PyTorch model when given (the truth), else the fp32 ONNX."""
     if torch_model is None:
         return onnx_probs(fp32_path, images_uint8, spec)
-    import torch
-
-    from seedlings.evaluation.metrics import softmax
-
     with torch.no_grad():
         logits = torch_model(torch.from_numpy(normalize(images_uint8, spec))).double().numpy()
     return softmax(logits)
@@ -89,11 +88,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images_uint8: np.
     The returned dict goes into ``model.json['export']['int8']`` so the model card shows the
     cost of int8 (max |Δprob| and top-1 agreement on the calibration images).
     """
-    try:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    except ImportError as exc:
-        raise SeedlingsError("int8 export needs onnxruntime with its quantization tools: "
-                             "pip install 'seedlings[train]'") from exc
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     images_uint8 = np.asarray(images_uint8, dtype=np.uint8)
     if images_uint8.ndim != 4 or len(images_uint8) == 0:
@@ -101,8 +95,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images_uint8: np.
     work = Path(tempfile.mkdtemp(prefix="seedlings-int8-"))
     try:
         source = _preprocess_graph(fp32_path, work / "prep.onnx", log)
-        import onnxruntime as ort
-
         session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
 

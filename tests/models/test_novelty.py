@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
-from seedlings.training import novelty
+from seedlings.models import novelty
 
 
 def _clusters(rng, n=200, dim=8, classes=3):
@@ -70,50 +68,3 @@ def test_the_module_returns_the_models_logits_and_the_numpy_distance():
         assert torch.allclose(logits, model(x), atol=1e-5)
     want = novelty.distances(centres, whiten, feats)
     assert np.allclose(dist.numpy(), want, rtol=1e-3, atol=1e-2)
-
-
-def test_training_and_export_ship_the_detector(trained_run, exported_model):
-    import onnxruntime as ort
-
-    from seedlings import load_model
-
-    meta = json.loads((trained_run / "model.json").read_text())
-    assert (trained_run / novelty.NOVELTY_FILE).is_file() and novelty.NOVELTY_FILE in meta["files"]
-    assert meta["unknown"]["method"] == "max_probability+feature_distance"
-    assert meta["unknown"]["distance_threshold"] > 0
-    outputs = [o.name for o in ort.InferenceSession(str(exported_model / "model.onnx")).get_outputs()]
-    assert outputs == ["logits", "distance"]
-    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    onnx_model, torch_model = load_model(exported_model), load_model(trained_run)
-    (p1, d1), (p2, d2) = onnx_model.assess(images), torch_model.assess(images)
-    assert np.allclose(p1, p2, atol=1e-4) and np.allclose(d1, d2, rtol=1e-3)
-    onnx_model.distance_threshold = float(d1.min()) - 1  # every image is far: all unknown
-    onnx_model.threshold = 0.0
-    assert all(p.unknown for p in onnx_model.predict(list(images)))
-    onnx_model.distance_threshold = float(d1.max()) + 1
-    assert not any(p.unknown for p in onnx_model.predict(list(images)))
-
-
-def test_export_fits_the_detector_for_a_run_trained_before_it(trained_run, tmp_path):
-    """Older runs have no detector: export fits it from the run's own data and split, and the run
-    folder itself then loads (torch backend) with the same distances as the exported ONNX model."""
-    import shutil
-
-    from seedlings import load_model
-    from seedlings.export.onnx import export_run
-
-    run = tmp_path / "old-run"
-    shutil.copytree(trained_run, run)
-    (run / novelty.NOVELTY_FILE).unlink()
-    meta = json.loads((run / "model.json").read_text())
-    meta["unknown"] = {k: v for k, v in meta["unknown"].items() if not k.startswith("distance")}
-    meta["files"].pop(novelty.NOVELTY_FILE)
-    (run / "model.json").write_text(json.dumps(meta))
-    logs = []
-    out = export_run(run, tmp_path / "model", log=logs.append)
-    assert any("fitted the feature-distance detector" in m for m in logs)
-    assert (run / novelty.NOVELTY_FILE).is_file()
-    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    from_run, exported = load_model(run), load_model(out)
-    assert from_run.backend_name == "torch" and exported.backend_name == "onnx"
-    assert np.allclose(from_run.assess(images)[1], exported.assess(images)[1], rtol=1e-3)
