@@ -134,7 +134,6 @@ def test_docs_are_served_offline(client, server):
 @pytest.mark.parametrize(("method", "path", "status", "code"), [
     ("GET", "/nope", 404, "not_found"),
     ("GET", "/v1/predict", 405, "method_not_allowed"),
-    ("GET", "/v2/models/no-such-model", 404, "model_not_found"),
     ("POST", "/v1/predict?top_k=0", 422, "invalid_request"),
     ("POST", "/v1/predict?tta=maybe", 422, "invalid_request"),
 ])
@@ -142,6 +141,19 @@ def test_errors_have_one_shape(client, method, path, status, code):
     r = client.request(method, path, content=png_bytes(), headers={"Content-Type": "image/png"})
     assert r.status_code == status, r.text
     assert set(r.json()["error"]) == ERROR_KEYS and r.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("GET", "/v2/models/no-such-model", 404, "model_not_found"),
+    ("GET", "/v2/nope", 404, "not_found"),
+    ("GET", "/v2/models/x/infer", 405, "method_not_allowed"),
+])
+def test_v2_errors_have_the_protocols_shape(client, method, path, status, code):
+    """On /v2 the Open Inference Protocol's {"error": "<message>"}; the code travels in a header."""
+    r = client.request(method, path)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str) and r.json()["error"]
+    assert r.headers["seedlings-error-code"] == code
 
 
 def test_token_cors_and_limits(start_server):
@@ -161,7 +173,7 @@ def test_token_cors_and_limits(start_server):
         model = c.get("/v1/model").json()["name"]
         tensor = {"name": "image", "datatype": "UINT8", "shape": [8, 8, 3], "data": [0] * 192}
         v2 = c.post(f"/v2/models/{model}/infer", json={"inputs": [tensor]})
-        assert v2.status_code == 401 and v2.json()["error"]["code"] == "unauthorized"
+        assert v2.status_code == 401 and "Bearer" in v2.json()["error"]
         v2 = c.post(f"/v2/models/{model}/infer", json={"inputs": [tensor]}, headers={"Authorization": "Bearer s3cret"})
         assert v2.status_code == 200, v2.text
         assert c.get("/healthz").status_code == 200 and c.get("/v1/model").json()["serving"]["token_required"]
@@ -170,6 +182,12 @@ def test_token_cors_and_limits(start_server):
         assert preflight.headers["access-control-allow-origin"] == "https://farm.example"
         other = c.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        refused = c.options("/v1/predict", headers={"Origin": "https://evil.example",
+                                                    "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "cors_rejected"
+        # Which routes stay open with a token: probes, the model card (the page reads it), v2 metadata.
+        for path in ("/healthz", "/readyz", "/v2/health/ready", "/v1/model", f"/v2/models/{model}", "/metrics"):
+            assert c.get(path).status_code == 200, path
 
 
 def test_json_logs(start_server):

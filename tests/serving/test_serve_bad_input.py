@@ -131,7 +131,7 @@ def test_request_shape_errors(client):
     assert_error(client.post("/v1/predict", content=b"--x\r\nbroken", headers={
         "Content-Type": "multipart/form-data; boundary=x"}), 400)
     many = [("file", (f"{i}.png", png_bytes(), "image/png")) for i in range(33)]
-    assert_error(client.post("/v1/predict", files=many), 400, "bad_request")
+    assert_error(client.post("/v1/predict", files=many), 413, "too_many_files")
 
 
 def test_body_over_limit_is_413(client):
@@ -147,8 +147,9 @@ def test_body_over_limit_is_413(client):
                  "body_too_large")
     files = {"file": ("big.png", big, "image/png")}
     assert_error(client.post("/v1/predict", files=files), 413, "body_too_large")
-    assert_error(client.post("/v2/models/x/infer", content=big, headers={"Content-Type": "application/json"}),
-                 413, "body_too_large")
+    v2 = client.post("/v2/models/x/infer", content=big, headers={"Content-Type": "application/json"})
+    assert v2.status_code == 413 and v2.headers["seedlings-error-code"] == "body_too_large"
+    assert "10 MiB" in v2.json()["error"] and "10.5" not in v2.json()["error"]
 
 
 def test_server_survives_the_corpus(client):

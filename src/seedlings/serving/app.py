@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from seedlings import __version__
+from seedlings.serving.decoding import PixelBudget
 from seedlings.serving.deps import BodyLimitMiddleware
-from seedlings.serving.errors import error_responses, install_error_handlers
+from seedlings.serving.errors import error_response, error_responses, install_error_handlers
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.routes_v1 import PredictFastPath
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.predictor = None
+    app.state.decode_budget = PixelBudget(settings.max_decode_pixels)
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(v2_router)
@@ -84,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics,
                        timeout=settings.upload_timeout_s)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+        app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
@@ -112,11 +114,27 @@ def _add_operational_routes(app: FastAPI) -> None:
         return {"status": "ready", "model": {"name": model.name, "version": model.version,
                                              "precision": model.precision}}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (404 here with --metrics-port)",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}, **error_responses(404)})
     async def metrics(request: Request):
+        port = request.app.state.settings.metrics_port
+        if port is not None:
+            return error_response(404, "not_found", f"/metrics is served on port {port} only (--metrics-port)")
         body, content_type = request.app.state.metrics.render()
         return Response(body, media_type=content_type)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with refused preflights in the service's JSON error shape instead of plain text."""
+
+    def preflight_response(self, request_headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return error_response(response.status_code, "cors_rejected",
+                              f"{response.body.decode(errors='replace')}; allowed origins are set by "
+                              "SEEDLINGS_CORS_ORIGINS", headers)
 
 
 def _add_page(app: FastAPI) -> None:

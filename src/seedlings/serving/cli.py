@@ -18,7 +18,8 @@ from seedlings.errors import SeedlingsError, missing_extra
 FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_k", "batching", "max_batch",
                "max_wait_ms", "idle_dispatch", "queue_size", "max_body_bytes", "max_pixels", "max_files",
                "cors_origins", "request_timeout_s", "upload_timeout_s", "json_logs", "log_level", "threads",
-               "decode_threads")
+               "decode_threads", "max_request_pixels", "max_decode_pixels", "header_timeout_s",
+               "keepalive_timeout_s", "metrics_port")
 
 
 def add_serve_command(sub, commands: dict) -> None:
@@ -46,11 +47,21 @@ def add_serve_command(sub, commands: dict) -> None:
     p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit (10 MB)")
     p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")
     p.add_argument("--max-files", type=int, dest="max_files", help="photos per request (32)")
+    p.add_argument("--max-request-pixels", type=int, dest="max_request_pixels",
+                   help="decoded pixels per request, all photos together (64,000,000); beyond it 413")
+    p.add_argument("--max-decode-pixels", type=int, dest="max_decode_pixels",
+                   help="decoded pixels in flight per worker (64,000,000); beyond it 503 + Retry-After")
     p.add_argument("--cors-origins", dest="cors_origins", help="comma-separated origins, or '*'")
     p.add_argument("--request-timeout", type=float, dest="request_timeout_s",
                    help="longest wait for the model, seconds (30); then 503")
     p.add_argument("--upload-timeout", type=float, dest="upload_timeout_s",
                    help="longest time for a request body to arrive, seconds (60); then 408")
+    p.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                   help="longest time for a request's headers to arrive, seconds (10); then the connection closes")
+    p.add_argument("--keepalive-timeout", type=float, dest="keepalive_timeout_s",
+                   help="an idle keep-alive connection closes after this many seconds (5)")
+    p.add_argument("--metrics-port", type=int, dest="metrics_port",
+                   help="serve /metrics on this port only, not on --port (keep it off the Ingress)")
     p.add_argument("--json-logs", action="store_true", default=None, dest="json_logs")
     p.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
@@ -78,16 +89,13 @@ def build_settings(args):
 
 
 def check_model(settings) -> str:
-    """Fail fast, with the exact problem, before any process starts."""
-    from seedlings.inference import ONNX_FILES, load_metadata, resolve_model_dir, verify_file
+    """Fail fast, with the exact problem, before any process starts: model.json through the one validating
+    loader (ModelFile), the ONNX file's sha256, ONNX Runtime opening it, its output width against the classes."""
+    from seedlings.inference import resolve_model_dir
+    from seedlings.serving.modelcheck import check_model_dir
 
     model_dir = resolve_model_dir(settings.model_dir)
-    meta = load_metadata(model_dir)
-    onnx_name = ONNX_FILES[settings.precision]
-    if not (model_dir / onnx_name).is_file():
-        how = "`seedlings export RUN" + (" --precision int8`" if settings.precision == "int8" else "`")
-        raise SeedlingsError(f"{model_dir}: no {onnx_name}; the service runs ONNX models only: {how}")
-    verify_file(model_dir, onnx_name, meta)
+    check_model_dir(model_dir, settings.precision)
     return str(model_dir.resolve())
 
 
@@ -99,7 +107,9 @@ def cmd_serve(args) -> int:
         raise missing_extra("serve", "uvicorn") from exc
     settings = settings.model_copy(update={"model_dir": check_model(settings)})
     os.environ.update(settings.to_env())  # workers rebuild the same settings from these
-    metrics_dir = _multiprocess_metrics(settings.workers)
+    metrics_dir = _multiprocess_metrics(settings.workers, settings.metrics_port is not None)
+    if settings.metrics_port is not None:
+        _serve_metrics(settings.host, settings.metrics_port)
     from seedlings.serving.logs import log_config
     from seedlings.serving.protocol import NoDelayH11Protocol
 
@@ -110,20 +120,33 @@ def cmd_serve(args) -> int:
                     port=settings.port, workers=settings.workers, log_config=log_config(settings.json_logs,
                                                                                         settings.log_level),
                     timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False,
-                    http=NoDelayH11Protocol)
+                    http=NoDelayH11Protocol, timeout_keep_alive=settings.keepalive_timeout_s)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def _multiprocess_metrics(workers: int) -> str | None:
-    """With several workers, share Prometheus metrics through files so /metrics sums them all."""
-    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def _multiprocess_metrics(workers: int, separate_port: bool = False) -> str | None:
+    """With several workers, or metrics on a port of their own, share Prometheus metrics through files:
+    /metrics sums every worker, and the metrics server (a thread of this process) reads the same files."""
+    if (workers <= 1 and not separate_port) or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return None
     path = tempfile.mkdtemp(prefix="seedlings-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """/metrics on a port of its own (a daemon thread), so an Ingress routing the main port never exposes it."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SeedlingsError(f"--metrics-port {port}: cannot listen on {host}:{port} ({exc.strerror})") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ import hmac
 
 from fastapi import Request
 
-from seedlings.serving.errors import ApiError, BodyTooLarge, UploadTimeout, body_too_large_message, error_response
+from seedlings.serving.errors import ApiError, BodyTooLarge, UploadTimeout, body_too_large_message, scoped_error
 from seedlings.serving.predictor import Predictor
+from seedlings.serving.protocol import DRAINING  # set by the HTTP protocol when shutdown begins mid-upload
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in its thread
 # pool: two thread hops per request (GIL hand-overs, wake-ups) for a few attribute reads.
@@ -36,7 +37,8 @@ async def check_token(request: Request) -> None:
 
 class BodyLimitMiddleware:
     """Refuse bodies over ``limit`` bytes: at once from Content-Length, else while streaming; and
-    bodies that take more than ``timeout`` seconds to arrive (408).
+    bodies that take more than ``timeout`` seconds to arrive (408), or that are still arriving when the
+    server begins to shut down (408 at once, instead of holding the shutdown for the upload timeout).
 
     Checking as bytes arrive (not after buffering) means a chunked upload of any size costs
     at most ``limit`` bytes of memory before it gets its 413, and a client that stalls mid-upload
@@ -56,8 +58,8 @@ class BodyLimitMiddleware:
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             self.metrics.rejected.labels("body_too_large").inc()
-            await error_response(413, "body_too_large", body_too_large_message(self.limit),
-                                 {"Connection": "close"})(scope, receive, send)
+            await scoped_error(scope, 413, "body_too_large", body_too_large_message(self.limit),
+                               {"Connection": "close"})(scope, receive, send)
             return
         received = 0
         loop = asyncio.get_running_loop()
@@ -81,6 +83,8 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.limit)
                 if not message.get("more_body", False):
                     deadline = None
+                elif scope.get(DRAINING):  # set by the protocol on shutdown: do not wait for the rest
+                    raise UploadTimeout(self.timeout or 0, draining=True)
             return message
 
         await self.app(scope, limited_receive, send)

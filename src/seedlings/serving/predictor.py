@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seedlings.artifact import ModelFile
 from seedlings.inference import Model, resolve_model_dir
 from seedlings.serving.metrics import Metrics
 from seedlings.serving.settings import Settings
@@ -42,9 +43,10 @@ log = logging.getLogger("seedlings.serving")
 class Overloaded(Exception):
     """The queue is full; the client should retry after ``retry_after`` seconds."""
 
-    def __init__(self, retry_after: int):
-        super().__init__(f"the server is busy ({retry_after}s estimated wait)")
+    def __init__(self, retry_after: int, reason: str = "overloaded", message: str | None = None):
+        super().__init__(message or f"the server is busy ({retry_after}s estimated wait)")
         self.retry_after = retry_after
+        self.reason = reason  # the metrics label: which limit was reached
 
 
 class InferenceTimeout(Exception):
@@ -69,14 +71,17 @@ def _expire(items: list[_Item], seconds: float) -> None:
 class Predictor:
     """A loaded :class:`~seedlings.inference.Model` plus the micro-batching queue in front of it."""
 
-    def __init__(self, model: Model, settings: Settings, metrics: Metrics):
+    def __init__(self, model: Model, settings: Settings, metrics: Metrics, model_file: ModelFile | None = None):
         self.model = model
+        self.model_file = model_file or ModelFile.load(model.dir)
+        self.spec = self.model_file.preprocess  # how uploads are resized: decoding.py reads it
         self.settings = settings
         self.metrics = metrics
         self.max_batch = settings.max_batch if settings.batching else 1
         self.max_wait = settings.max_wait_ms / 1000 if settings.batching else 0.0
         self.idle_dispatch = settings.idle_dispatch
         self.ready = False
+        self._stopped = False
         self._busy = False  # a batch is being collected after a busy spell, or running
         self._queue: deque[_Item] = deque()
         self._arrived: asyncio.Event | None = None
@@ -90,10 +95,13 @@ class Predictor:
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> Predictor:
         """Load the model with ONNX Runtime only: the service never falls back to torch."""
-        model = Model(resolve_model_dir(settings.model_dir), backend="onnx", spinning=False,
-                      precision=settings.precision, threads=settings.inference_threads(),
-                      max_pixels=settings.max_pixels)
-        return cls(model, settings, metrics)
+        from seedlings.serving.modelcheck import check_model_dir
+
+        model_dir = resolve_model_dir(settings.model_dir)
+        model_file = check_model_dir(model_dir, settings.precision)  # the same checks as `serve` at start
+        model = Model(model_dir, backend="onnx", spinning=False, precision=settings.precision,
+                      threads=settings.inference_threads(), max_pixels=settings.max_pixels)
+        return cls(model, settings, metrics, model_file)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,6 +138,7 @@ class Predictor:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        self._stopped = True
         self._executor.shutdown(wait=True)
         if self._decoder is not None:
             self._decoder.shutdown(wait=True)
@@ -145,7 +154,12 @@ class Predictor:
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
+        except RuntimeError:
+            if not self._stopped:
+                raise
+            raise Overloaded(1, "shutting_down", "the server is shutting down") from None
 
     async def probabilities(self, images: list[np.ndarray], tta: bool) -> np.ndarray:
         """Queue the images and wait for their calibrated probabilities (N × classes)."""

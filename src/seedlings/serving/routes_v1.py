@@ -9,9 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
+from seedlings.serving.decoding import decode_images
 from seedlings.serving.deps import check_token, ready_predictor
 from seedlings.serving.errors import ApiError, error_responses
-from seedlings.serving.multipart import split_files
+from seedlings.serving.multipart import boundary_of, split_files
+from seedlings.serving.paths import public_meta
 from seedlings.serving.predictor import Predictor
 
 router = APIRouter(tags=["v1"])
@@ -72,7 +74,9 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str | Non
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        parts = split_files(await request.body(), content_type, max_files)
+        body = await request.body()
+        _check_file_count(body, content_type, max_files)
+        parts = split_files(body, content_type, max_files)
         if parts is None:  # anything unusual: the full parser, with its own errors
             return await _read_multipart(request, max_files)
         files = [(filename or None, data) for name, filename, data in parts if name == "file"]
@@ -85,6 +89,14 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str | Non
         raise ApiError(400, "missing_file", f"the request has no photo: {HOW_TO_SEND}")
     raise ApiError(415, "unsupported_media_type",
                    f"Content-Type {media or '(none)'} is not accepted: {HOW_TO_SEND}")
+
+
+def _check_file_count(body: bytes, content_type: str, max_files: int) -> None:
+    """More parts than ``max_files``: 413 (a limit, as documented), not the form parser's 400."""
+    boundary = boundary_of(content_type)
+    if boundary is not None and body.count(b"--" + boundary + b"\r\n") > max_files:
+        raise ApiError(413, "too_many_files", f"more than {max_files} files in one request; send them in "
+                       "several requests")
 
 
 async def _read_multipart(request: Request, max_files: int) -> list[tuple[str | None, bytes]]:
@@ -104,13 +116,9 @@ async def _read_multipart(request: Request, max_files: int) -> list[tuple[str | 
         await form.close()
 
 
-def _decode_all(predictor: Predictor, uploads):
-    return [predictor.prepare(data, name) for name, data in uploads]
-
-
 @router.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True,
              dependencies=[Depends(check_token)], openapi_extra=PREDICT_BODY,
-             responses=error_responses(400, 401, 413, 415, 422, 503),
+             responses=error_responses(400, 401, 408, 413, 415, 422, 503),
              summary="Identify the species in one or more photos")
 async def predict(request: Request,
                   predictor: Annotated[Predictor, Depends(ready_predictor)],
@@ -120,7 +128,7 @@ async def predict(request: Request,
                                                                 "accurate, ~8x slower")] = None):
     settings = request.app.state.settings
     uploads = await read_uploads(request, settings.max_files)
-    images = await predictor.decode(_decode_all, predictor, uploads)
+    images = await decode_images(request, predictor, [(data, name) for name, data in uploads])
     probs, distance = await predictor.assess(images, settings.tta if tta is None else tta)
     model = predictor.model
     # Built from plain floats and strings in the documented shape, so it skips FastAPI's re-validation
@@ -199,15 +207,16 @@ def _handler_for(handlers: dict, exc: Exception):
             summary="The model card: species, metrics, calibration, how it is served")
 async def model_card(request: Request, predictor: Predictor = Depends(ready_predictor)):
     model, settings = predictor.model, request.app.state.settings
-    meta = model.meta
+    meta = public_meta(predictor.model_file.to_dict())  # no paths of the machine that built the model
     return {
         "name": model.name, "version": model.version, "backbone": meta.get("backbone", ""),
-        "image_size": model.spec.image_size, "classes": model.classes, "precision": model.precision,
+        "image_size": predictor.spec.image_size, "classes": model.classes, "precision": model.precision,
         "backend": model.backend_name, "metrics": meta.get("metrics", {}),
         "calibration": meta.get("calibration", {}), "unknown": meta.get("unknown", {}),
         "export": meta.get("export", {}), "created": meta.get("created"),
         "serving": {"tta_default": settings.tta, "top_k_default": settings.top_k,
                     "max_batch": predictor.max_batch, "max_wait_ms": predictor.max_wait * 1000,
                     "max_body_bytes": settings.max_body_bytes, "max_files": settings.max_files,
-                    "max_pixels": settings.max_pixels, "token_required": settings.token is not None},
+                    "max_pixels": settings.max_pixels, "max_request_pixels": settings.max_request_pixels,
+                    "token_required": settings.token is not None},
     }

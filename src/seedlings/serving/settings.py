@@ -6,7 +6,9 @@ Environment variables because they map one-to-one onto a Kubernetes ConfigMap, a
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -15,6 +17,37 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from seedlings.images import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "SEEDLINGS_"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Decoded pixels: 64 M is one 8,000 × 8,000 photo, or some 2,800 dataset photos (150 × 150).
+DEFAULT_DECODE_PIXELS = 64_000_000
+
+
+def cpu_limit(root: Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may use: the cgroup CPU quota (a Kubernetes CPU limit) when there is one,
+    else the CPUs it is pinned to. ``os.cpu_count()`` counts the *node's* cores, so a pod limited to
+    1 CPU on a 64-core node would start 64 decoding threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota(root)
+    return max(1, min(cpus, math.ceil(quota))) if quota else max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when unlimited or unknown."""
+    for quota_file, period_file in ((root / "cpu.max", None),
+                                    (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"),
+                                    (root / "cpu,cpuacct" / "cpu.cfs_quota_us",
+                                     root / "cpu,cpuacct" / "cpu.cfs_period_us")):
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields.append(period_file.read_text().strip())
+            quota, period = fields[0], float(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if quota in ("max", "-1") or period <= 0:
+            return None
+        return float(quota) / period
+    return None
 
 
 class Settings(BaseSettings):
@@ -38,7 +71,18 @@ class Settings(BaseSettings):
     queue_size: int = Field(256, ge=1, description="images waiting for inference; beyond it 503")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=64, description="per image, checked before decoding")
-    max_files: int = Field(32, ge=1, description="images per request")
+    max_files: int = Field(32, ge=1, description="images per request (beyond it 413)")
+    max_request_pixels: int = Field(DEFAULT_DECODE_PIXELS, ge=64,
+                                    description="decoded pixels per request, all its images together; "
+                                                "checked from the headers before decoding (beyond it 413)")
+    max_decode_pixels: int = Field(DEFAULT_DECODE_PIXELS, ge=64,
+                                   description="decoded pixels in flight in this process, all requests "
+                                               "together (beyond it 503 + Retry-After, before decoding)")
+    header_timeout_s: float = Field(10.0, gt=0, description="longest time for a request's headers to arrive, "
+                                                            "from the connection's opening or first byte")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on this port only "
+                                                                        "(not on the main port)")
     api_token: SecretStr | None = Field(None, description="when set, prediction endpoints need "
                                                             "'Authorization: Bearer <token>'")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; '*' for any")
@@ -52,7 +96,7 @@ class Settings(BaseSettings):
     decode_threads: int | None = Field(None, ge=0, description="threads decoding uploads per worker; "
                                                                "default: CPUs divided by workers")
 
-    @field_validator("model_dir", "api_token", "threads", "decode_threads", mode="before")
+    @field_validator("model_dir", "api_token", "threads", "decode_threads", "metrics_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         """``SEEDLINGS_API_TOKEN=`` in a ConfigMap means "no token", not "the empty token"."""
@@ -70,13 +114,14 @@ class Settings(BaseSettings):
         """Share the CPUs between worker processes so N workers do not fight over N×cores threads."""
         if self.threads:
             return self.threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return max(1, cpu_limit() // self.workers)
 
     def decoding_threads(self) -> int:
-        """Decoding gets a pool of its own, sized to the CPUs: more threads only queue for them."""
+        """Decoding gets a pool of its own, sized to the CPU limit: more threads only queue for the CPUs,
+        and each one decoding a large photo holds its pixels in memory."""
         if self.decode_threads is not None:
             return self.decode_threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return max(1, cpu_limit() // self.workers)
 
     def to_env(self) -> dict[str, str]:
         """The settings as ``SEEDLINGS_*`` variables, for worker processes to rebuild them."""

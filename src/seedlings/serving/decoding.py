@@ -1,0 +1,206 @@
+"""Decoding uploads with bounded memory: a pixel budget checked from the headers, and lean decoding of
+large photos.
+
+Why: a 7,000 × 7,000 PNG of 143 KB decodes to 147 MB of pixels (more in Pillow's 4-byte layout and
+its conversions); 8 concurrent requests of 4 such images drove the server to 851 MB (issue #13),
+over the pod's 768 Mi–1 Gi limit. So, before any pixel is decoded:
+
+* each image's size is read from its header (:func:`peek`): JPEGs are charged at their draft size
+  (libjpeg decodes them at 1/2, 1/4 or 1/8 scale for free), everything else at full size;
+* a request whose images add up to more than ``max_request_pixels`` gets 413 (retrying cannot help);
+* a request that would take the pixels in flight in this process over ``max_decode_pixels`` gets 503
+  with ``Retry-After`` (retrying can).
+
+Large images (over :data:`LARGE` pixels) are then decoded leanly: JPEG with ``draft``; plain 8-bit RGB
+PNG (the hard case: no reduced decoding) by libspng into one array, box-averaged in strips to a few
+times the model's size without a second full-size copy; other formats reduced right after decoding.
+After a large image, freed memory goes back to the system (``malloc_trim``): glibc otherwise keeps
+it, and RSS stays high long after the burst. Images up to :data:`LARGE` pixels (every dataset photo,
+most phone photos after JPEG draft) take exactly the old path, so their pixels do not change.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import io
+import math
+import threading
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from seedlings.images import PNG_SIGNATURE, _check_dimensions, open_image, pyspng, to_rgb
+from seedlings.preprocess import PreprocessSpec, resize_square
+from seedlings.serving.errors import ApiError
+from seedlings.serving.predictor import Overloaded
+
+LARGE = 4_000_000  # pixels; above this an image is decoded leanly (a 2,000 × 2,000 photo)
+OVERSAMPLE = 2  # lean decoding keeps at least this many times the model's input size on the short side
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "I", "F", "I;16")
+
+
+class PixelBudget:
+    """Decoded pixels in flight in this process; ``take`` never waits: over budget is refused at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def take(self, pixels: int) -> bool:
+        with self._lock:
+            if self.in_use and self.in_use + pixels > self.limit:
+                return False
+            self.in_use += pixels
+            return True
+
+    def give(self, pixels: int) -> None:
+        with self._lock:
+            self.in_use -= pixels
+
+
+def peek(source, spec: PreprocessSpec) -> int:
+    """Pixels that decoding ``source`` will hold, from its header alone; 0 when the header is unreadable
+    (decoding then fails with the image error that names the problem)."""
+    if isinstance(source, np.ndarray):
+        return int(source.shape[0] * source.shape[1]) if source.ndim >= 2 else 0
+    if source[:8] == PNG_SIGNATURE and source[12:16] == b"IHDR" and len(source) >= 24:
+        return int.from_bytes(source[16:20], "big") * int.from_bytes(source[20:24], "big")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(source))
+            if img.format == "JPEG" and img.width * img.height > LARGE:
+                img.draft("RGB", _draft_size(img.size, spec.image_size))
+        return img.width * img.height
+    except Exception:  # Pillow raises many types on malformed headers; decoding reports them
+        return 0
+
+
+def admit(costs: list[int], budget: PixelBudget, max_request: int) -> int:
+    """Take the request's pixels from the budget, or refuse it: 413 over the request limit, 503 when the
+    process is busy decoding others. Returns what was taken (give it back when done)."""
+    total = sum(costs)
+    if total > max_request:
+        raise ApiError(413, "too_many_pixels", f"the images add up to {total:,} pixels; at most {max_request:,} "
+                       "per request: send smaller photos or fewer per request")
+    if not budget.take(total):
+        raise Overloaded(1, "decode_budget", f"the server is decoding other large images ({budget.in_use:,} "
+                                             "pixels in flight)")
+    return total
+
+
+async def decode_images(request, predictor, items: list[tuple[object, str | None]]) -> list[np.ndarray]:
+    """Decode a request's images in the decoding pool, within the request's and the process's pixel budget."""
+    settings = request.app.state.settings
+    return await predictor.decode(decode_all, items, predictor.spec, settings.max_pixels,
+                                  request.app.state.decode_budget, settings.max_request_pixels, predictor.prepare)
+
+
+def decode_all(items: list[tuple[object, str | None]], spec: PreprocessSpec, max_pixels: int,
+               budget: PixelBudget, max_request: int, small: Callable) -> list[np.ndarray]:
+    """Each (source, name) to the model's S×S×3 input, within the budget; runs in a decoding thread.
+    ``small(source, name)`` decodes images up to LARGE pixels (the model's own path)."""
+    # An image over the per-photo limit costs nothing: it is refused from its header (422 too_large).
+    costs = [cost if cost <= max_pixels else 0 for cost in (peek(src, spec) for src, _ in items)]
+    taken = admit(costs, budget, max_request)
+    try:
+        return [small(src, name) if cost <= LARGE else decode_large(src, name, spec, max_pixels)
+                for (src, name), cost in zip(items, costs)]
+    finally:
+        budget.give(taken)
+        if max(costs, default=0) > LARGE:
+            release_memory()
+
+
+def decode_large(source, name: str | None, spec: PreprocessSpec, max_pixels: int) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        img = open_image(source, max_pixels, name)
+    else:
+        img = _lean_png(source, spec, max_pixels, name) if source[:8] == PNG_SIGNATURE else None
+        if img is None:
+            img = _lean_pillow(source, spec, max_pixels, name)
+    return resize_square(img, spec.image_size, spec.interpolation)
+
+
+def _draft_size(size: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """The size to ask JPEG draft for: the short side stays at least OVERSAMPLE × the model's input."""
+    w, h = size
+    scale = OVERSAMPLE * image_size / min(w, h)
+    return max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))
+
+
+def _factor(size: tuple[int, int], image_size: int) -> int:
+    return max(1, min(size) // (OVERSAMPLE * image_size))
+
+
+def _lean_png(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Image.Image | None:
+    """A plain 8-bit RGB PNG decoded by libspng to one array and box-reduced in strips; None otherwise."""
+    if pyspng is None or data[24] != 8 or data[25] != 2:  # bit depth 8, colour type RGB
+        return None
+    if b"eXIf" in data or b"Raw profile type exif" in data or b"acTL" in data:  # orientation, animation
+        return None
+    size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    _check_dimensions(size, max_pixels, name)
+    try:
+        pixels = pyspng.load(data)
+    except Exception:
+        return None
+    if pixels.dtype != np.uint8 or pixels.shape != (size[1], size[0], 3):
+        return None
+    return Image.fromarray(box_reduce(pixels, _factor(size, spec.image_size)), "RGB")
+
+
+def box_reduce(pixels: np.ndarray, f: int) -> np.ndarray:
+    """Average f × f blocks of an H×W×C uint8 array, a strip of f rows at a time (no full-size temporary)."""
+    if f <= 1:
+        return pixels
+    h, w = pixels.shape[0] // f, pixels.shape[1] // f
+    out = np.empty((h, w, pixels.shape[2]), np.uint8)
+    area = f * f
+    for row in range(h):
+        strip = pixels[row * f:(row + 1) * f, :w * f].reshape(f, w, f, pixels.shape[2])
+        sums = strip.sum(axis=(0, 2), dtype=np.uint32)
+        out[row] = (sums + area // 2) // area
+    return out
+
+
+def _lean_pillow(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Image.Image:
+    """Pillow's path (the same checks and errors as open_image), with JPEG draft and an early reduce."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except Exception:
+        return open_image(data, max_pixels, name)  # raises the image error that names the problem
+    _check_dimensions(img.size, max_pixels, name)  # the full size: the limit is per photo as sent
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", _draft_size(img.size, spec.image_size))
+        img.seek(0)
+        img.load()
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+        return open_image(data, max_pixels, name)
+    f = _factor(img.size, spec.image_size)
+    if f > 1 and img.mode in _REDUCIBLE:
+        img = img.reduce(f)
+    return to_rgb(ImageOps.exif_transpose(img))
+
+
+_libc = None
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
