@@ -27,8 +27,10 @@ venv-serve: .venv-serve/.installed
 run: venv-serve
 	.venv-serve/bin/seedlings serve --host 127.0.0.1 --port 8000
 
+# ruff, then the import contract: layers import downwards only; serving never reaches torch (docs/architecture.md)
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layers.py
 
 test: venv lint check-deploy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

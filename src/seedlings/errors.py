@@ -31,3 +31,19 @@ def missing_extra(extra: str, module: str) -> SeedlingsError:
         f"this needs the '{extra}' extra ({module} is not installed): "
         f"pip install 'seedlings[{extra}]'"
     )
+
+
+# The third-party modules of each extra (pyproject.toml), so a missing one is answered with its pip line.
+EXTRA_MODULES = {
+    "train": ("torch", "torchvision", "timm", "safetensors", "matplotlib", "onnx", "onnxscript"),
+    "serve": ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "python_multipart", "multipart",
+              "prometheus_client", "pyspng"),
+}
+
+
+def extra_for(module: str | None, default: str) -> str | None:
+    """The extra that installs ``module`` (``default`` for onnxruntime, which both carry); None if no extra does."""
+    root = (module or "").split(".")[0]
+    if root == "onnxruntime":
+        return default
+    return next((extra for extra, modules in EXTRA_MODULES.items() if root in modules), None)

@@ -8,14 +8,17 @@ a small fraction of a training step and never decodes an original again.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from seedlings.config import AugmentConfig
 from seedlings.preprocess import PreprocessSpec
+
+if TYPE_CHECKING:  # the data layer sits below config: annotations only
+    from seedlings.config import AugmentConfig
 
 
 class CachedImages(Dataset):

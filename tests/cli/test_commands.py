@@ -1,4 +1,4 @@
-"""The command line: exit codes 0/1/2 and messages that name the problem."""
+"""The `seedlings` command (seedlings/cli/): exit codes 0/1/2, messages that name the problem, every flag wired."""
 
 from __future__ import annotations
 
@@ -57,69 +57,6 @@ def test_data_inspect_and_prepare(tmp_path):
     assert p.returncode == 1 and "bad.png" in p.stderr
 
 
-def test_python_api(trained_run, exported_model, tmp_path):
-    import numpy as np
-
-    import seedlings
-
-    model = seedlings.load_model(exported_model)
-    assert model.backend_name == "onnx"
-    img = np.zeros((60, 60, 3), np.uint8)
-    preds = model.predict([img, img], top_k=2)
-    assert len(preds) == 2 and len(preds[0].top_k) == 2
-    assert abs(sum(p["probability"] for p in model.predict(img, top_k=3)[0].top_k) - 1) < 1e-5
-    torch_model = seedlings.load_model(trained_run)
-    assert torch_model.backend_name == "torch"
-    a, b = model.probabilities(np.stack([model.prepare(img)])), torch_model.probabilities(
-        np.stack([torch_model.prepare(img)]))
-    assert np.abs(a - b).max() < 1e-4, "ONNX and PyTorch paths agree"
-    tta = model.predict(img, tta=True)[0]
-    assert 0 < tta.confidence <= 1
-
-
-def test_tampered_model_is_refused(exported_model, tmp_path):
-    import shutil
-
-    from seedlings import SeedlingsError, load_model
-
-    copy = tmp_path / "m"
-    shutil.copytree(exported_model, copy)
-    with open(copy / "model.onnx", "r+b") as fh:
-        fh.seek(200)
-        fh.write(b"\x00\x01\x02")
-    with pytest.raises(SeedlingsError, match="sha256.*Refusing"):
-        load_model(copy)
-
-
-def test_folders_from_another_version_are_refused(trained_run, tmp_path):
-    import shutil
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from seedlings import SeedlingsError, load_model
-    from seedlings.models.checkpoint import load_checkpoint
-
-    old = tmp_path / "old-run"
-    shutil.copytree(trained_run, old)
-    meta = json.loads((old / "model.json").read_text())
-    meta["format"], meta["seedlings_version"] = 99, "9.9.9"
-    (old / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(SeedlingsError, match="model format 99.*seedlings 9.9.9.*re-export"):
-        load_model(old)
-    ckpt = old / "checkpoint.safetensors"
-    with safe_open(str(ckpt), framework="pt") as fh:
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        info = json.loads(fh.metadata()["info"])
-    info["format"] = 99
-    save_file(tensors, str(ckpt), metadata={"info": json.dumps(info)})
-    with pytest.raises(SeedlingsError, match="checkpoint format 99.*cannot be resumed"):
-        load_checkpoint(ckpt)
-    ckpt.write_bytes(b"garbage")
-    with pytest.raises(SeedlingsError, match="unreadable"):
-        load_checkpoint(ckpt)
-
-
 def test_every_train_flag_reaches_the_config(monkeypatch):
     """Each `seedlings train` flag ends up in the resolved settings (a flag the CLI forgot would be ignored)."""
     import seedlings.training.fit as fit
@@ -134,3 +71,50 @@ def test_every_train_flag_reaches_the_config(monkeypatch):
     cfg = seen["cfg"]
     assert (cfg.mixup, cfg.cutmix, cfg.drop_path, cfg.seed, cfg.split_seed, cfg.epochs, cfg.threads, cfg.ema) == \
         (0.2, 1.0, 0.1, 3, 0, 5, 1, False)
+
+
+BLOCK_TRAIN_EXTRA = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'torchvision', 'timm'))); "
+                     "from seedlings.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_a_missing_extra_is_one_line_for_every_command(tmp_path):
+    """Without torch every command that needs it answers with the pip line, never a traceback."""
+    from seedlings.artifact import ModelFile
+    from seedlings.preprocess import PreprocessSpec
+
+    run_dir = tmp_path / "run"  # a finished run folder: PyTorch weights, no model.onnx
+    run_dir.mkdir()
+    (run_dir / "weights.safetensors").write_bytes(b"0")
+    model = ModelFile(name="m", backbone="resnet10t", classes=["a", "b"], preprocess=PreprocessSpec(image_size=32))
+    model.record_file(run_dir, "weights.safetensors")
+    model.save(run_dir)
+    data = make_dataset(tmp_path / "d", per_class=2)
+    for argv in (["train", "--data", data, "--out", tmp_path / "out"], ["models"], ["export", run_dir],
+                 ["evaluate", "--model", run_dir, "--data", data], ["predict", "--model", run_dir, data]):
+        p = subprocess.run([sys.executable, "-c", BLOCK_TRAIN_EXTRA, *map(str, argv)], capture_output=True,
+                           text=True)
+        assert p.returncode == 1, (argv, p.stderr)
+        assert p.stderr.strip().splitlines() == [
+            f"seedlings {argv[0]}: error: this needs the 'train' extra ({'timm' if argv[0] == 'models' else 'torch'} "
+            "is not installed): pip install 'seedlings[train]'"], p.stderr
+
+
+def test_the_image_size_default_is_the_training_recipes(tmp_path):
+    """`data prepare` and `models` default to TrainConfig.image_size, so `train` reads the cache `prepare` built."""
+    from seedlings.cli import build_parser
+    from seedlings.config import TrainConfig
+
+    parser = build_parser()
+    assert parser.parse_args(["data", "prepare", "d"]).image_size == TrainConfig.image_size == 64
+    assert parser.parse_args(["models"]).image_size == TrainConfig.image_size
+    data = make_dataset(tmp_path / "d", per_class=2)
+    p = run("data", "prepare", data, "--cache-dir", tmp_path / "cache")
+    assert p.returncode == 0 and f"at {TrainConfig.image_size}px" in p.stdout
+
+
+def test_every_command_is_registered_once():
+    from seedlings.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    names = [a for a in parser._subparsers._group_actions[0].choices]
+    assert names == list(COMMANDS) == ["data", "models", "train", "evaluate", "predict", "export", "serve", "runs"]

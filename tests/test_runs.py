@@ -1,23 +1,20 @@
-"""`seedlings runs compare` and `runs sweep-item` on tiny runs."""
+"""runs.py: `seedlings runs compare` and `runs sweep-item` on tiny runs."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
 
 import pytest
 
+from seedlings.cli import COMMANDS, build_parser
 from seedlings.errors import SeedlingsError, UsageError
-from seedlings.runs import add_runs_command, compare, load_experiment
+from seedlings.runs import compare, load_experiment
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="seedlings")
-    commands = {}
-    add_runs_command(parser.add_subparsers(dest="command", required=True), commands)
-    return commands["runs"], parser.parse_args(argv)
+    return COMMANDS["runs"].run, build_parser().parse_args(argv)
 
 
 def _sweep_file(path, dataset):
