@@ -20,9 +20,12 @@ INTERPOLATIONS = tuple(_INTERPOLATION)
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Resize the short side to ``image_size``, centre-crop a square, scale to [0, 1], normalise."""
+    """Resize the short side to ``image_size``, centre-crop a square, scale to [0, 1], normalise.
 
-    image_size: int = 128
+    No default size: a model's spec comes from its run's config (config.TrainConfig.image_size, the one
+    default) or from its model.json."""
+
+    image_size: int
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     interpolation: str = "bilinear"

@@ -119,10 +119,13 @@ def scan(index: DatasetIndex, image_size: int | None, interpolation: str = "bili
                 yield from part
 
 
-def prepare(root: str | Path, image_size: int = 128, interpolation: str = "bilinear",
+def prepare(root: str | Path, image_size: int, interpolation: str = "bilinear",
             cache_root: str | Path | None = None, bad_images: str = "skip", progress: bool = True,
             force: bool = False) -> PreparedData:
-    """Return the prepared cache of ``root`` at ``image_size``, building it if absent or stale."""
+    """Return the prepared cache of ``root`` at ``image_size``, building it if absent or stale.
+
+    The size is the caller's (a run's config, a model's model.json, `data prepare --image-size`, whose
+    default is config.TrainConfig.image_size): a cache at another size is another cache."""
     if bad_images not in BAD_IMAGE_POLICIES:
         raise UsageError(f"--bad-images {bad_images!r}: choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     if image_size < 16 or image_size > 1024:
