@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings import __version__
 from seedlings.errors import SeedlingsError
 from seedlings.fileio import atomic_write_json, sha256_file
 from seedlings.preprocess import INTERPOLATIONS, PreprocessSpec
@@ -187,8 +188,6 @@ class ModelFile:
         d = _mapping(d, where, "re-export the model")
         fmt = d.get("format")
         if fmt != FORMAT:
-            from seedlings import __version__
-
             raise ModelFileError(f"{where}: model format {fmt!r} (seedlings {d.get('seedlings_version')}) is not "
                                  f"supported by seedlings {__version__} (format {FORMAT}); re-export it with this "
                                  "version")

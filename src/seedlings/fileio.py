@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from seedlings.errors import SeedlingsError
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, fsync, then rename onto ``path``."""
@@ -57,8 +59,6 @@ def sha256_file(path: str | Path) -> str:
 
 def read_json(path: str | Path, what: str) -> dict:
     """Read a JSON file or say clearly which file is missing or broken."""
-    from seedlings.errors import SeedlingsError
-
     path = Path(path)
     if not path.is_file():
         raise SeedlingsError(f"{path}: {what} not found")

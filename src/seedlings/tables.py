@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.table import Table
+
 
 def print_table(title: str, header: list[str], rows: list[list], file=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for h in header:
         table.add_column(h, overflow="fold")

@@ -27,6 +27,7 @@ from seedlings.errors import ImageError, SeedlingsError, UsageError
 from seedlings.fileio import atomic_write_json, read_json
 from seedlings.images import open_image
 from seedlings.preprocess import resize_square
+from seedlings.progress import bar
 
 CACHE_FORMAT = 1
 BAD_IMAGE_POLICIES = ("skip", "fail")
@@ -100,8 +101,6 @@ def _scan_chunk(args) -> list[ScanResult]:
 def scan(index: DatasetIndex, image_size: int | None, interpolation: str = "bilinear",
          workers: int | None = None, progress: bool = True, description: str = "Reading images"):
     """Yield ScanResults in index order, decoding in parallel processes."""
-    from seedlings.progress import bar
-
     workers = workers or min(8, os.cpu_count() or 1)
     chunk = 64
     jobs = [(str(index.root), index.files[i:i + chunk], image_size, interpolation)

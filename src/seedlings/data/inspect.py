@@ -8,6 +8,7 @@ import numpy as np
 
 from seedlings.data.cache import scan
 from seedlings.data.index import index_folder
+from seedlings.tables import print_table
 
 
 def inspect_folder(root, progress: bool = True) -> dict:
@@ -39,8 +40,6 @@ def _size_summary(sizes: list[tuple[int, int]]) -> dict:
 
 
 def print_inspection(result: dict) -> None:
-    from seedlings.tables import print_table
-
     counts = result["counts"]
     total = sum(counts.values())
     largest = max(counts.values())

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from seedlings import __version__
@@ -76,8 +76,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict | None, dict, dict]:
     """(model state, ema state or None, optimizer state, info) of a checkpoint file."""
     path = Path(path)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             info = json.loads((fh.metadata() or {}).get("info", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
