@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from tests.helpers import free_port, make_dataset, synthetic_image
 
+from seedlings import load_model
+
 
 def multipart(field: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
@@ -49,13 +51,17 @@ def test_train_export_parity_http_predict(tmp_path):
                     pytest.fail(f"server did not become ready:\n{server.stdout.read() if server.poll() else ''}")
                 time.sleep(0.2)
         buf = io.BytesIO()
-        synthetic_image(2, np.random.default_rng(5)).save(buf, format="PNG")
+        image = synthetic_image(2, np.random.default_rng(5))
+        image.save(buf, format="PNG")
         body, ctype = multipart("file", "leaf.png", buf.getvalue(), "image/png")
         req = urllib.request.Request(f"{base}/v1/predict", data=body, headers={"Content-Type": ctype})
         with urllib.request.urlopen(req, timeout=30) as r:
             answer = json.loads(r.read())
         pred = answer["predictions"][0]
-        assert pred["species"] in json.loads((model / "model.json").read_text())["classes"]
+        local = load_model(model).predict(image, top_k=5)[0]  # the Python API on the same image and model
+        assert pred["species"] == local.species and pred["unknown"] == local.unknown
+        assert pred["confidence"] == pytest.approx(local.confidence, abs=1e-5)
+        assert [t["species"] for t in pred["top_k"]] == [t["species"] for t in local.top_k]
         assert {"species", "confidence", "unknown", "top_k"} <= set(pred)
         assert answer["model"]["name"].startswith("seedlings-")
     finally:
