@@ -1,6 +1,7 @@
 """Serving benchmark: model-only throughput and end-to-end HTTP figures, printed side by side.
 
     python bench/serve_bench.py --run RUN_DIR [--model MODEL_DIR] [--quick] [--client raw|httpx] [--workers N]
+    python bench/serve_bench.py --hostile [--model MODEL_DIR]   # hostile load only
 
 * the machine: CPU, the instruction sets int8 depends on (AVX-512 VNNI / AVX-VNNI / AMX), load average;
 * model only: PyTorch eager (needs ``--run``) vs ONNX Runtime fp32 vs int8, images/s at batch 1 and 16
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import io
 import os
+import select
 import shutil
 import signal
 import socket
@@ -33,7 +35,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +351,183 @@ def print_http(rows: list, results: dict) -> None:
                  "of model-only", "server CPU ms/req", "mean batch", "errors"], out)
 
 
+# -- hostile load (--hostile) ----------------------------------------------------------------------
+# Pixel bombs, slow and stalled connections, oversized chunked bodies, a stalled upload during shutdown.
+# For each attack: what the server answered, its peak and after-burst RSS against idle (pixel bombs), how
+# many connections it dropped and how long each took (slow clients), how many bytes it read past its
+# limit (chunked), how long shutdown took (drain). Run it against an older checkout by putting that
+# checkout's ``src`` first on PYTHONPATH: the server runs from there.
+BOMB_SIDE = 7000
+HOLD_S = 60  # how long a slow client keeps trying before the bench gives up on the server dropping it
+
+
+def bomb_png(side: int = BOMB_SIDE) -> bytes:
+    """A plain-colour PNG: ~150 KB that decode to side² pixels (147 MB of RGB at 7,000²)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 140, 60)).save(buf, "PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def multipart(host: str, photos: list[bytes]) -> bytes:
+    boundary = "hostile-bench"
+    parts = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b{i}.png\"\r\n"
+                     f"Content-Type: image/png\r\n\r\n".encode() + p + b"\r\n" for i, p in enumerate(photos))
+    body = parts + f"--{boundary}--\r\n".encode()
+    return (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}"
+            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakSampler:
+    """The highest RSS of a process, sampled every 10 ms on a thread."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            time.sleep(0.01)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def send_raw(port: int, request: bytes, timeout: float = 300) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer[9:12].decode() or "closed"
+
+
+def pixel_bombs(server, concurrency: int = 8, per_request: int = 4) -> dict:
+    """``concurrency`` simultaneous requests of ``per_request`` 7,000² PNGs: peak RSS and RSS afterwards."""
+    request = multipart(f"127.0.0.1:{server.port}", [bomb_png()] * per_request)
+    pid = server.pids()[-1]
+    idle = rss_mb(pid)
+    sampler = PeakSampler(pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(pool.map(lambda _: send_raw(server.port, request), range(concurrency)))
+    wall = time.perf_counter() - started
+    time.sleep(2)
+    peak = sampler.stop()
+    return {"idle": idle, "peak": peak, "after": rss_mb(pid), "wall": wall,
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
+def _slow_client(port: int, kind: str) -> float | None:
+    """Seconds until the server dropped this connection; None when it was still open after HOLD_S."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=HOLD_S) as sock:
+        if kind == "partial":
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-")
+        header = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Drip: " + b"a" * 10_000
+        for i in range(10_000):
+            if kind == "drip":
+                try:
+                    sock.sendall(header[i:i + 1])
+                except OSError:
+                    return time.monotonic() - started
+            if select.select([sock], [], [], 2 if kind == "drip" else 0.5)[0]:
+                try:
+                    while sock.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                return time.monotonic() - started
+            if time.monotonic() - started > HOLD_S:
+                return None
+    return None
+
+
+def slow_connections(server, per_kind: int = 10) -> dict:
+    """Idle, partial-header and header-dripping connections (a byte every 2 s): how many were dropped, when."""
+    kinds = ["idle", "partial", "drip"]
+    with ThreadPoolExecutor(per_kind * len(kinds)) as pool:
+        futures = {k: [pool.submit(_slow_client, server.port, k) for _ in range(per_kind)] for k in kinds}
+        results = {k: [f.result() for f in fs] for k, fs in futures.items()}
+    return {k: {"dropped": sum(t is not None for t in ts), "of": len(ts),
+                "median_s": statistics.median([t for t in ts if t is not None]) if any(ts) else None}
+            for k, ts in results.items()}
+
+
+def chunked_over_limit(server, limit: int = 10 * 1024 * 1024, cap: int = 200 * 1024 * 1024) -> dict:
+    """Stream a chunked body past the body limit: bytes the server took before closing, and how long."""
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"\0" * (1 << 20))
+    sent, started, status = 0, time.monotonic(), "open"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: image/png\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        while sent < cap:
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                status = "closed"
+                break
+            sent += len(chunk)
+            if select.select([sock], [], [], 0)[0] and sock.recv(64)[9:12] == b"413":
+                status = "413"
+        return {"sent_mb": sent / 2**20, "limit_mb": limit / 2**20, "seconds": time.monotonic() - started,
+                "ended": status}
+
+
+def stalled_upload_on_shutdown(server) -> dict:
+    """A stalled upload, then SIGTERM: the answer it got and how long the server took to exit."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=120)
+    sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 50000\r\n\r\n\x89PNG")
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    server.proc.wait(120)
+    sock.close()
+    return {"answer": answer[9:12].decode() or "closed", "exit_s": time.monotonic() - started}
+
+
+def run_hostile(server_factory, model_dir) -> None:
+    """Each attack on a fresh server (default settings), printed as it finishes."""
+    for concurrency, per_request in ((8, 4), (8, 1)):
+        server = server_factory(model_dir)
+        r = pixel_bombs(server, concurrency, per_request)
+        server.stop()
+        print(f"pixel bombs {concurrency} x {per_request} x {BOMB_SIDE}²: answers {r['statuses']}, "
+              f"RSS idle {r['idle']:.0f} MB, peak {r['peak']:.0f} MB, after {r['after']:.0f} MB "
+              f"({100 * (r['after'] / r['idle'] - 1):+.0f} % of idle), {r['wall']:.1f} s")
+    server = server_factory(model_dir)
+    for kind, r in slow_connections(server).items():
+        median = f"median {r['median_s']:.1f} s" if r["median_s"] is not None else "none dropped"
+        print(f"slow connections ({kind}): {r['dropped']}/{r['of']} dropped within {HOLD_S} s, {median}")
+    r = chunked_over_limit(server)
+    print(f"chunked body over the {r['limit_mb']:.0f} MiB limit: server took {r['sent_mb']:.0f} MiB in "
+          f"{r['seconds']:.1f} s, then {r['ended']}")
+    r = stalled_upload_on_shutdown(server)
+    print(f"stalled upload during shutdown: answered {r['answer']}, server exited after {r['exit_s']:.1f} s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", help="finished training run (for PyTorch eager and validation F1)")
@@ -359,7 +540,12 @@ def main(argv=None) -> int:
                    help="load generator: pre-encoded requests on raw sockets (default) or httpx")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (`seedlings serve --workers`), each with CPUs / workers threads (1)")
+    p.add_argument("--hostile", action="store_true",
+                   help="hostile load only (pixel bombs, slow connections, oversized chunked bodies, drain): "
+                        "needs only --model (default: the packaged model)")
     args = p.parse_args(argv)
+    if args.hostile:
+        return hostile_main(args)
     os.environ.setdefault("COLUMNS", "140")  # rich tables: wide enough for every column when piped
     model_dir, models, run = prepare_models(args)
     try:
@@ -367,6 +553,16 @@ def main(argv=None) -> int:
     finally:
         if not args.model:  # the folder exported for this run
             shutil.rmtree(model_dir.parent, ignore_errors=True)
+
+
+def hostile_main(args) -> int:
+    from seedlings.inference import DEFAULT_MODEL_DIR
+
+    model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    print(machine())
+    print(f"model: {model_dir}; server: default settings (`seedlings serve --model ...`)")
+    run_hostile(Server, model_dir)
+    return 0
 
 
 def machine() -> str:

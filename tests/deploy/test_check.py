@@ -81,3 +81,46 @@ def test_serve_deployment_is_locked_down(overlay):
     )
     assert c["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
     assert all(k.startswith("SEEDLINGS_") for k in config["data"])
+
+
+def _serve_docs(overlay: str) -> tuple[dict, dict, dict]:
+    docs = _render(f"deploy/k8s/overlays/{overlay}")
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "seedlings-serve")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("seedlings-serve"))
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "seedlings-serve")
+    return dep, config, policy
+
+
+@pytest.mark.parametrize(("overlay", "required"), [("dev", False), ("production", True)])
+def test_token_secret_is_required_in_production_only(overlay, required):
+    dep, _, _ = _serve_docs(overlay)
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SEEDLINGS_API_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is (not required)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_serve_is_reachable_only_from_the_ingress_and_its_namespace(overlay):
+    dep, config, policy = _serve_docs(overlay)
+    http = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8000)
+    peers = http["from"]
+    assert peers, "an ingress rule without 'from' admits every pod of the cluster"
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+    assert {"podSelector": {}} in peers and all(p.get("namespaceSelector") != {} for p in peers)
+    metrics_port = int(config["data"]["SEEDLINGS_METRICS_PORT"])
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": metrics_port} in container["ports"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SEEDLINGS_DECODE_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+
+
+def test_configmap_agrees_with_the_code_defaults():
+    """A ConfigMap value that differs from the code's default must say why; these say nothing, so they agree."""
+    pytest.importorskip("pydantic_settings")
+    from seedlings.serving.settings import Settings
+
+    _, config, _ = _serve_docs("dev")
+    defaults = Settings()
+    for key in ("SEEDLINGS_MAX_WAIT_MS", "SEEDLINGS_MAX_DECODE_PIXELS", "SEEDLINGS_MAX_REQUEST_PIXELS",
+                "SEEDLINGS_HEADER_TIMEOUT_S", "SEEDLINGS_KEEPALIVE_TIMEOUT_S", "SEEDLINGS_REQUEST_TIMEOUT_S"):
+        assert float(config["data"][key]) == float(getattr(defaults, key.removeprefix("SEEDLINGS_").lower())), key

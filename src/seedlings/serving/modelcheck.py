@@ -16,6 +16,7 @@ import numpy as np
 
 from seedlings.artifact import ModelFile, ModelFileError
 from seedlings.errors import SeedlingsError, missing_extra
+from seedlings.serving.decoding import release_memory
 
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
@@ -30,6 +31,8 @@ def check_model_dir(model_dir: Path, precision: str = "fp32") -> ModelFile:
     path = model.verify_file(model_dir, onnx_name)
     session = _open(path)
     width = _output_width(session, path, model)
+    del session
+    release_memory()  # the check's session is gone: give its memory back (about 80 MB of RSS otherwise)
     if width != len(model.classes):
         raise ModelFileError(f"{path}: the model has {width} outputs but model.json lists {len(model.classes)} "
                              "classes; the folder mixes files of different models: re-export it")
