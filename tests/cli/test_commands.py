@@ -67,10 +67,10 @@ def test_every_train_flag_reaches_the_config(monkeypatch):
     monkeypatch.setattr(fit, "train_from_cli", lambda config, overrides, resume: seen.update(
         cfg=resolve(config, overrides)))
     main(["train", "--data", "d", "--out", "o", "--mixup", "0.2", "--cutmix", "1.0", "--drop-path", "0.1",
-          "--seed", "3", "--split-seed", "0", "--epochs", "5", "--threads", "1", "--no-ema"])
+          "--seed", "3", "--split-seed", "0", "--epochs", "5", "--threads", "1", "--no-ema", "--balance", "sampler"])
     cfg = seen["cfg"]
-    assert (cfg.mixup, cfg.cutmix, cfg.drop_path, cfg.seed, cfg.split_seed, cfg.epochs, cfg.threads, cfg.ema) == \
-        (0.2, 1.0, 0.1, 3, 0, 5, 1, False)
+    assert (cfg.mixup, cfg.cutmix, cfg.drop_path, cfg.seed, cfg.split_seed, cfg.epochs, cfg.threads, cfg.ema,
+            cfg.balance) == (0.2, 1.0, 0.1, 3, 0, 5, 1, False, "sampler")
 
 
 BLOCK_TRAIN_EXTRA = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'torchvision', 'timm'))); "

@@ -1,0 +1,34 @@
+"""evaluation/calibrate.py: the temperature and the unknown threshold fitted on validation logits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seedlings.artifact import Calibration, UnknownRule
+from seedlings.evaluation.calibrate import UNKNOWN_FALSE_REJECT, calibration_from_logits, fit_calibration
+
+
+def _overconfident(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(0, 1, (n, 3))
+    logits[np.arange(n), labels] += 1.0  # right about 60 % of the time…
+    return logits * 8, labels  # …but sure of itself
+
+
+def test_an_overconfident_model_gets_a_temperature_above_one_and_a_lower_ece():
+    logits, labels = _overconfident()
+    calibration, rule = fit_calibration(logits, labels)
+    assert isinstance(calibration, Calibration) and isinstance(rule, UnknownRule)
+    assert calibration.temperature > 2 and calibration.extra["ece_after"] < calibration.extra["ece_before"] / 2
+    flagged = rule.flags(calibration.probabilities(logits)).mean()
+    assert abs(flagged - UNKNOWN_FALSE_REJECT) < 0.01 and rule.method == "max_probability"
+
+
+def test_the_dict_form_is_what_model_json_holds():
+    logits, labels = _overconfident(200)
+    d = calibration_from_logits(logits, labels)
+    assert Calibration.from_dict(d["calibration"], "c").to_dict() == d["calibration"]
+    assert UnknownRule.from_dict(d["unknown"], "u").to_dict() == d["unknown"]
+    empty = calibration_from_logits(np.zeros((0, 3)), np.zeros(0, int))
+    assert empty["calibration"]["temperature"] == 1.0 and empty["unknown"]["threshold"] == 0.0
