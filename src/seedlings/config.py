@@ -32,6 +32,7 @@ class TrainConfig:
     model: str = "resnet10t"
     pretrained: bool = False
     weights: str | None = None  # local safetensors file of the backbone
+    init: str | None = None  # an exported seedlings model folder to start from (implies its backbone)
     backbone_lr: float = 1.0  # learning-rate multiplier of the pretrained layers (with --pretrained/--weights)
     epochs: int = 150
     image_size: int = 64  # the recipe search (bench/recipes/) found 64 px × 150 epochs as good as 96 × 100
@@ -82,6 +83,7 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
         from seedlings.models import resolve_name
 
+        self._apply_init()
         backbone = resolve_name(self.model)
         self.model = backbone.name
         if self.pretrained and not backbone.has_imagenet_weights:
@@ -93,6 +95,20 @@ class TrainConfig:
                              f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "
                              f"multiple of {backbone.space_to_depth}")
         return self
+
+    def _apply_init(self) -> None:
+        """``--init MODEL_DIR`` trains that model's backbone; a different --model is a contradiction."""
+        if not self.init:
+            return
+        if self.pretrained or self.weights:
+            raise UsageError("--init starts from a seedlings model; it cannot be combined with --pretrained "
+                             "or --weights")
+        from seedlings.models.init_from import init_backbone
+
+        backbone = init_backbone(self.init)
+        if self.model not in (TrainConfig.model, backbone):
+            raise UsageError(f"--model {self.model}: --init {self.init} is a {backbone}; omit --model")
+        self.model = backbone
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

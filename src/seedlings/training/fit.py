@@ -18,11 +18,12 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from seedlings import __version__
+from seedlings.artifact import UNKNOWN_METHOD, Calibration, ModelFile, UnknownRule
 from seedlings.config import TrainConfig, resolve
 from seedlings.data import Split, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages
 from seedlings.errors import SeedlingsError
-from seedlings.fileio import atomic_write_json, atomic_write_text, sha256_file
+from seedlings.fileio import atomic_write_json, atomic_write_text
 from seedlings.models import create_model, resolve_name
 from seedlings.models.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from seedlings.preprocess import PreprocessSpec
@@ -32,7 +33,6 @@ from seedlings.training.loop import EMA, evaluate_sharded, train_one_epoch
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
-MODEL_FORMAT = 1
 
 
 @dataclass
@@ -181,8 +181,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     backbone = resolve_name(cfg.model)
     spec = PreprocessSpec(image_size=cfg.image_size, mean=backbone.mean, std=backbone.std)
     precision = choose_precision(cfg.precision, env.device)
-    model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
-                         drop_path=cfg.drop_path)
+    model, init = build_model(cfg, classes, train_set, spec)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(env.device)
@@ -209,9 +208,24 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
                           run, progress)
     wall = time.perf_counter() - t0
     if env.is_main:
-        _finish(run, cfg, classes, (train_set, val_set), spec, best, wall, env, precision)
+        _finish(run, cfg, classes, (train_set, val_set), spec, best, wall, env, precision, init)
     D.barrier(env)
     return run
+
+
+def build_model(cfg: TrainConfig, classes: list[str], train_set: Subset, spec: PreprocessSpec):
+    """The network to train and where its weights came from (ImageNet, a seedlings model, a file, scratch)."""
+    if not cfg.init:
+        model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
+                             drop_path=cfg.drop_path)
+        return model, init_record(cfg)
+    from seedlings.data.torchdata import to_model_input
+    from seedlings.models.init_from import load_init
+
+    rows = train_set.rows[:256]  # the same images in every process: identical models under torchrun
+    batches = [to_model_input(torch.from_numpy(np.asarray(train_set.images[rows[i:i + 64]])), spec)
+               for i in range(0, len(rows), 64)]
+    return load_init(cfg.init, lambda n: create_model(cfg.model, n, drop_path=cfg.drop_path), classes, batches)
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
@@ -219,7 +233,7 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     (ImageNet or --weights), so fine-tuning adapts the features instead of overwriting them."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
-    scale = cfg.backbone_lr if (cfg.pretrained or cfg.weights) else 1.0
+    scale = cfg.backbone_lr if (cfg.pretrained or cfg.weights or cfg.init) else 1.0
     body = [p for p in model.parameters() if id(p) not in head_ids]
     heads = [p for p in model.parameters() if id(p) in head_ids]
     return [g for g in ({"params": body, "lr_scale": scale}, {"params": heads, "lr_scale": 1.0}) if g["params"]]
@@ -295,7 +309,7 @@ def _append_metrics(path: Path, row: dict) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision) -> None:
+def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision, init: dict) -> None:
     from seedlings.evaluation.calibrate import calibrate_run
     from seedlings.evaluation.plots import plot_run
     from seedlings.training import novelty
@@ -308,14 +322,15 @@ def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision) -> Non
     calib, report = calibrate_run(model, val_set, spec, classes)
     if len(val_set.rows):
         calib["unknown"].update(novelty.fit_run(model, train_set, val_set, spec, len(classes), run),
-                                method="max_probability+feature_distance")
+                                method=UNKNOWN_METHOD)
     atomic_write_json(run / "report.json", report)
-    meta = build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, len(train_set.rows),
-                            len(val_set.rows))
-    meta["params"] = sum(p.numel() for p in model.parameters())
-    meta["files"] = {f: {"sha256": sha256_file(run / f), "bytes": (run / f).stat().st_size}
-                     for f in (WEIGHTS, novelty.NOVELTY_FILE) if (run / f).is_file()}
-    atomic_write_json(run / "model.json", meta)
+    meta = build_model_file(cfg, classes, spec, best, calib, report, init)
+    meta.extra["training"] = training_record(cfg, wall, env, precision, len(train_set.rows), len(val_set.rows))
+    meta.extra["params"] = sum(p.numel() for p in model.parameters())
+    for f in (WEIGHTS, novelty.NOVELTY_FILE):
+        if (run / f).is_file():
+            meta.record_file(run, f)
+    meta.save(run)
     plot_run(run, classes, report)
     log(env, f"done in {wall / 60:.1f} min: best validation micro-F1 {best['f1_micro']:.4f} "
              f"(epoch {best['epoch']}); run folder {run}")
@@ -332,21 +347,22 @@ def init_record(cfg: TrainConfig) -> dict:
     return {"kind": "scratch"}
 
 
-def build_model_json(cfg, classes, spec, best, calib, report, wall, env, precision, n_train, n_val) -> dict:
+def build_model_file(cfg, classes, spec, best, calib, report, init: dict) -> ModelFile:
     backbone = resolve_name(cfg.model)
-    return {
-        "format": MODEL_FORMAT, "name": f"seedlings-{backbone.name}",
-        "version": datetime.datetime.now(datetime.timezone.utc).strftime("%Y.%m.%d.%H%M"),
-        "seedlings_version": __version__, "backbone": backbone.name, "timm_name": backbone.timm_name,
-        "image_size": cfg.image_size, "preprocess": spec.to_dict(), "classes": classes,
-        "init": init_record(cfg),
-        "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
-                    "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"], "best_epoch": best["epoch"],
-                    "tta": False},
-        "calibration": calib["calibration"], "unknown": calib["unknown"],
-        "training": {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size,
-                     "precision": precision, "device": env.device, "n_train": n_train, "n_val": n_val,
-                     "data": str(cfg.data), **({"val_data": str(cfg.val_data)} if cfg.val_data else {}),
-                     "command": " ".join(sys.argv), "host_cpus": os.cpu_count()},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return ModelFile(
+        name=f"seedlings-{backbone.name}", version=now.strftime("%Y.%m.%d.%H%M"), backbone=backbone.name,
+        timm_name=backbone.timm_name, classes=list(classes), preprocess=spec, init=init,
+        calibration=Calibration.from_dict(calib["calibration"], "calibration"),
+        unknown=UnknownRule.from_dict(calib["unknown"], "unknown"),
+        extra={"seedlings_version": __version__, "created": now.isoformat(timespec="seconds"),
+               "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
+                           "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
+                           "best_epoch": best["epoch"], "tta": False}})
+
+
+def training_record(cfg, wall: float, env, precision: str, n_train: int, n_val: int) -> dict:
+    return {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size, "precision": precision,
+            "device": env.device, "n_train": n_train, "n_val": n_val, "data": str(cfg.data),
+            **({"val_data": str(cfg.val_data)} if cfg.val_data else {}), "command": " ".join(sys.argv),
+            "host_cpus": os.cpu_count()}

@@ -1,0 +1,177 @@
+"""Start training from an exported seedlings model (``train --init MODEL_DIR``) instead of ImageNet.
+
+A model folder may hold only ``model.onnx`` (the default model does): its exporter folded every
+BatchNorm into the convolution before it, so the graph has one weight and one bias per
+convolution. Those are put back into the network by position (each shape checked), and each
+BatchNorm is set so that the network computes exactly what the ONNX graph computes (checked
+against ONNX Runtime on the same input). Its running statistics are then measured on training
+images, so that in training mode, where BatchNorm normalises with the batch's statistics, the
+layers start where the exported model left them instead of being re-normalised to unit scale.
+
+A folder with ``weights.safetensors`` (a finished run) is loaded by name, as trained.
+The classifier is kept when the classes are the same, in the same order, and replaced otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seedlings.artifact import ModelFile
+from seedlings.errors import SeedlingsError
+
+PARITY_TOLERANCE = 1e-3  # max |Δprob| between the rebuilt network and the ONNX graph
+
+
+def init_backbone(model_dir: str | Path) -> str:
+    """The backbone an exported model was trained with (``--init`` implies it)."""
+    meta = ModelFile.load(model_dir)
+    if meta.extra.get("ensemble") or "+" in meta.backbone:
+        raise SeedlingsError(f"--init {model_dir}: an ensemble of several networks; start from one of its "
+                             "members' run folders instead")
+    return meta.backbone
+
+
+def load_init(model_dir: str | Path, create, classes: list[str], calibration_batches) -> tuple[torch.nn.Module, dict]:
+    """A network from ``create(n_classes)`` with ``model_dir``'s weights, its classifier sized for
+    ``classes``. ``calibration_batches``: float input batches for BatchNorm statistics. Returns the
+    model and the ``init`` record for model.json."""
+    model_dir = Path(model_dir)
+    meta = ModelFile.load(model_dir)
+    source = create(len(meta.classes))
+    if "weights.safetensors" in meta.files:
+        from safetensors.torch import load_file
+
+        source.load_state_dict(load_file(str(meta.verify_file(model_dir, "weights.safetensors"))))
+        how = "weights.safetensors"
+    elif "model.onnx" in meta.files:
+        load_onnx_weights(source, meta.verify_file(model_dir, "model.onnx"), calibration_batches)
+        how = "model.onnx (BatchNorm folded back out)"
+    else:
+        raise SeedlingsError(f"--init {model_dir}: lists neither weights.safetensors nor model.onnx")
+    same_head = list(meta.classes) == list(classes)
+    if not same_head:
+        source.reset_classifier(len(classes))
+    record = {"kind": "model", "name": meta.name, "version": meta.version, "backbone": meta.backbone,
+              "from": how, "classifier": "kept" if same_head else f"replaced ({len(meta.classes)} → "
+                                                                  f"{len(classes)} classes)"}
+    return source, record
+
+
+def load_onnx_weights(model: torch.nn.Module, onnx_path: Path, calibration_batches) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast"}  # float16 weights
+
+    def tensor(name: str) -> np.ndarray | None:
+        name = alias.get(name, name)
+        return inits.get(name)
+
+    convs = [(tensor(n.input[1]), tensor(n.input[2]) if len(n.input) > 2 else None)
+             for n in graph.node if n.op_type == "Conv"]
+    pairs = conv_bn_pairs(model)
+    if len(convs) != len(pairs):
+        raise SeedlingsError(f"--init {onnx_path}: {len(convs)} convolutions in the graph, {len(pairs)} in the "
+                             "backbone; the model folder is not this architecture")
+    with torch.no_grad():
+        for i, ((w, b), (conv, bn)) in enumerate(zip(convs, pairs)):
+            _set_conv(conv, bn, w, b, f"--init {onnx_path}: convolution {i}")
+        _set_classifier(model, inits, onnx_path)
+    check_parity(model, onnx_path)
+    recalibrate(model, pairs, calibration_batches)
+
+
+def conv_bn_pairs(model: torch.nn.Module) -> list[tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d | None]]:
+    """Each convolution with the BatchNorm that follows it (None when another convolution comes first)."""
+    pairs: list = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            pairs.append([module, None])
+        elif isinstance(module, torch.nn.BatchNorm2d) and pairs and pairs[-1][1] is None:
+            pairs[-1][1] = module
+    return [tuple(p) for p in pairs]
+
+
+def _set_conv(conv, bn, w: np.ndarray | None, b: np.ndarray | None, where: str) -> None:
+    if w is None or tuple(w.shape) != tuple(conv.weight.shape):
+        raise SeedlingsError(f"{where}: weight shape {None if w is None else tuple(w.shape)} does not fit "
+                             f"{tuple(conv.weight.shape)}; the model folder is not this architecture")
+    conv.weight.copy_(torch.from_numpy(w))
+    bias = torch.from_numpy(b) if b is not None else torch.zeros(conv.out_channels)
+    if bn is None:
+        if conv.bias is None and b is not None and np.abs(b).max() > 0:
+            raise SeedlingsError(f"{where}: has a bias the backbone has no place for")
+        if conv.bias is not None:
+            conv.bias.copy_(bias)
+        return
+    if conv.bias is not None:
+        conv.bias.zero_()
+    bn.weight.fill_(1.0)  # an identity BatchNorm that adds the folded bias: exactly the ONNX graph
+    bn.bias.copy_(bias)
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)
+
+
+def _set_classifier(model, inits: dict, onnx_path: Path) -> None:
+    head = model.get_classifier()
+    for name, param in head.named_parameters():
+        found = [v for k, v in inits.items() if k.endswith(f".{name}") and tuple(v.shape) == tuple(param.shape)]
+        if len(found) != 1:
+            raise SeedlingsError(f"--init {onnx_path}: no classifier {name} of shape {tuple(param.shape)} in the "
+                                 "graph; re-export the model with this version of seedlings")
+        param.copy_(torch.from_numpy(found[0]))
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path) -> None:
+    """The rebuilt network must give the ONNX graph's probabilities (else the mapping was wrong)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    shape = sess.get_inputs()[0].shape
+    size = shape[-1] if isinstance(shape[-1], int) else 64
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        want = model(x).softmax(1).numpy()
+    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]).softmax(1).numpy()
+    delta = float(np.abs(want - got).max())
+    if not delta < PARITY_TOLERANCE:
+        raise SeedlingsError(f"--init {onnx_path}: the rebuilt network differs from the graph (max |Δprob| "
+                             f"{delta:.2e}); the model folder is not this architecture")
+
+
+@torch.no_grad()
+def recalibrate(model: torch.nn.Module, pairs, batches) -> None:
+    """Move each folded BatchNorm's scale into its statistics: the eval function stays the same, and
+    training-mode normalisation starts close to it (per-channel mean and std measured on ``batches``)."""
+    stats: dict[int, list] = {}
+
+    def hook(index):
+        def record(module, inputs, output):
+            y = output.float().transpose(0, 1).reshape(output.shape[1], -1)
+            stats.setdefault(index, []).append((y.mean(1), (y * y).mean(1)))
+        return record
+
+    handles = [conv.register_forward_hook(hook(i)) for i, (conv, bn) in enumerate(pairs) if bn is not None]
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, (_conv, bn) in enumerate(pairs):
+        if bn is None or i not in stats:
+            continue
+        mean = torch.stack([m for m, _ in stats[i]]).mean(0)
+        var = (torch.stack([s for _, s in stats[i]]).mean(0) - mean * mean).clamp_min(1e-6)
+        # BN(y) = (y - mean) / √(var + ε) · √(var + ε) + (bias + mean) = y + bias: the same function
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.copy_((var + bn.eps).sqrt())
+        bn.bias.add_(mean)
