@@ -105,26 +105,31 @@ def cmd_serve(args) -> int:
         import uvicorn
     except ImportError as exc:
         raise missing_extra("serve", "uvicorn") from exc
-    settings = settings.model_copy(update={"model_dir": check_model(settings)})
-    os.environ.update(settings.to_env())  # workers rebuild the same settings from these
+    # Before anything imports prometheus_client: it picks file-backed values at import when this is set.
     metrics_dir = _multiprocess_metrics(settings.workers, settings.metrics_port is not None)
-    if settings.metrics_port is not None:
-        _serve_metrics(settings.host, settings.metrics_port)
+    try:
+        settings = settings.model_copy(update={"model_dir": check_model(settings)})
+        os.environ.update(settings.to_env())  # workers rebuild the same settings from these
+        if settings.metrics_port is not None:
+            _serve_metrics(settings.host, settings.metrics_port)
+        _run_uvicorn(uvicorn, settings)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(uvicorn, settings) -> None:
     from seedlings.serving.logs import log_config
     from seedlings.serving.protocol import NoDelayH11Protocol
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; handled here, the process exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        uvicorn.run("seedlings.serving.app:create_app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers, log_config=log_config(settings.json_logs,
-                                                                                        settings.log_level),
-                    timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False,
-                    http=NoDelayH11Protocol, timeout_keep_alive=settings.keepalive_timeout_s)
-    finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    uvicorn.run("seedlings.serving.app:create_app_from_env", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers,
+                log_config=log_config(settings.json_logs, settings.log_level),
+                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False,
+                http=NoDelayH11Protocol, timeout_keep_alive=settings.keepalive_timeout_s)
 
 
 def _multiprocess_metrics(workers: int, separate_port: bool = False) -> str | None:
