@@ -37,11 +37,7 @@ class CachedImages(Dataset):
 
 def to_model_input(batch: torch.Tensor, spec: PreprocessSpec, channels_last: bool = False) -> torch.Tensor:
     """uint8 N×H×W×3 → normalised float N×3×H×W: the eval transform (serving does the same in numpy)."""
-    x = batch.permute(0, 3, 1, 2).float().mul_(1 / 255)
-    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    return normalise(batch.permute(0, 3, 1, 2).float().mul_(1 / 255), spec, channels_last)
 
 
 def augment(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -82,6 +78,7 @@ def _colour_jitter(x: torch.Tensor, cfg: AugmentConfig, rand) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, spec: PreprocessSpec, channels_last: bool) -> torch.Tensor:
+    """Float N×3×H×W in [0, 1] → normalised with the spec's mean and std, on the batch's device."""
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
