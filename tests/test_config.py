@@ -33,3 +33,19 @@ def test_bad_values_are_usage_errors():
     assert resolve(None, {"data": "d", "out": "o", "image_size": 97}).image_size == 97
     with pytest.raises(UsageError, match="--data is required"):
         resolve(None, {"out": "o"})
+
+
+def test_pretrained_runs_take_the_fine_tuning_recipe_unless_told_otherwise(tmp_path):
+    from seedlings.config import FINETUNE, resolve
+
+    cfg = resolve(None, {"data": "d", "out": "o", "pretrained": True})
+    assert (cfg.model, cfg.image_size, cfg.epochs, cfg.lr) == (FINETUNE["model"], FINETUNE["image_size"],
+                                                               FINETUNE["epochs"], FINETUNE["lr"])
+    flags = resolve(None, {"data": "d", "out": "o", "pretrained": True, "epochs": 3, "model": "efficientnet_lite1"})
+    assert (flags.epochs, flags.model, flags.lr) == (3, "efficientnet_lite1", FINETUNE["lr"])
+    path = tmp_path / "c.yaml"
+    path.write_text("pretrained: true\nimage_size: 96\n")
+    from_file = resolve(str(path), {"data": "d", "out": "o"})
+    assert from_file.image_size == 96 and from_file.epochs == FINETUNE["epochs"]
+    scratch = resolve(None, {"data": "d", "out": "o"})
+    assert scratch.model == "resnet10t" and scratch.epochs == 150 and not scratch.pretrained

@@ -148,13 +148,28 @@ def load_yaml(path: str | Path, flag: str = "--config") -> dict:
     return data
 
 
+# Fine-tuning learned weights needs another recipe than training from scratch: a backbone that has
+# ImageNet weights, fewer epochs, a lower learning rate. Measured in docs/MODEL_CARD.md (recipe table).
+FINETUNE = {"model": "efficientnet_lite0", "image_size": 128, "epochs": 10, "batch_size": 48, "lr": 1e-3,
+            "warmup_epochs": 1.0, "ema_decay": 0.99}
+
+
+def recipe(values: dict) -> dict:
+    """The defaults that apply: FINETUNE when the run starts from learned weights (--pretrained or
+    --init), the from-scratch defaults otherwise. --init keeps its model's backbone."""
+    if not (values.get("pretrained") or values.get("init")):
+        return {}
+    return {k: v for k, v in FINETUNE.items() if not (k == "model" and values.get("init"))}
+
+
 def resolve(config_file: str | None, overrides: dict) -> TrainConfig:
-    """Defaults, then the YAML file, then every flag the user actually gave."""
+    """Defaults, the fine-tuning recipe when it applies, then the YAML file, then every flag the user gave."""
     base = TrainConfig().to_dict()
-    if config_file:
-        file_values = load_yaml(config_file)
-        aug = {**base["augment"], **(file_values.pop("augment", None) or {})}
-        base.update(file_values)
-        base["augment"] = aug
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    file_values = load_yaml(config_file) if config_file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base.update(recipe({**file_values, **given}))
+    aug = {**base["augment"], **(file_values.pop("augment", None) or {})}
+    base.update(file_values)
+    base["augment"] = aug
+    base.update(given)
     return TrainConfig.from_dict(base, where=config_file or "settings").validate()
