@@ -1,0 +1,148 @@
+"""Learning curve: validation micro-F1 against training images per species, for three starting points.
+
+    python bench/learning_curve.py [--data DIR] [--out DIR] [--shots 5 10 20 50] [--image-size 128]
+                                   [--all-runs imagenet=RUN scratch=RUN seedlings=RUN]
+
+Every run is validated on the same images: the default model's split (split seed 0) of the data.
+For each count k, k training images per species are drawn (seed 0) from that split's training part,
+and three runs start from
+
+* ``imagenet``:  EfficientNet-Lite0 ImageNet weights (``--pretrained``, the fine-tuning recipe);
+* ``seedlings``: the default model shipped in the package (``--init``; trained on this data set's
+  12 species, so it shows what starting from a related seedlings model gives);
+* ``scratch``:   EfficientNet-Lite0 from random weights, same recipe and epochs as ``imagenet``.
+
+Small sets train for more epochs at a smaller batch so that every run takes about the same number
+of steps. The folders are symbolic links in a temporary directory (no image is copied). The
+``all`` column comes from full runs given with ``--all-runs`` (their model.json). Prints a table
+and writes learning_curve.png and learning_curve.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src" / "seedlings" / "default_model"
+INITS = {"imagenet": ["--pretrained"], "seedlings": ["--init", str(DEFAULT_MODEL)],
+         "scratch": ["--model", "efficientnet_lite0"]}
+
+
+def split_folders(data: Path, shots: list[int], work: Path) -> tuple[Path, dict[int, Path]]:
+    """The validation folder and one training folder per k, as symlinks into ``data``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from seedlings.data import index_folder, stratified_split
+
+    index = index_folder(data)
+    split = stratified_split(index.files, list(index.labels), 0.15, 0)
+    val = work / "val"
+    _link(data, split.val, val)
+    rng = random.Random(0)
+    by_class: dict[str, list[str]] = {}
+    for name in split.train:
+        by_class.setdefault(Path(name).parts[0], []).append(name)
+    for names in by_class.values():
+        rng.shuffle(names)
+    folders = {}
+    for k in shots:
+        folders[k] = work / f"train-{k}"
+        _link(data, [n for names in by_class.values() for n in names[:k]], folders[k])
+    return val, folders
+
+
+def _link(data: Path, names: list[str], out: Path) -> None:
+    for name in names:
+        dest = out / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            os.symlink(data / name, dest)
+
+
+def schedule(n_images: int) -> tuple[int, int]:
+    """(batch size, epochs): about 100 steps whatever the set's size, at least 8 epochs."""
+    batch = 8 if n_images < 200 else 16 if n_images < 600 else 48
+    steps_per_epoch = max(1, n_images // batch)
+    return batch, max(8, min(40, round(100 / steps_per_epoch)))
+
+
+def train(init: str, folder: Path, val: Path, out: Path, image_size: int, n_images: int) -> dict:
+    batch, epochs = schedule(n_images)
+    cmd = [sys.executable, "-m", "seedlings", "train", "--data", str(folder), "--val-data", str(val),
+           "--out", str(out), "--image-size", str(image_size), "--batch-size", str(batch), "--epochs", str(epochs),
+           "--lr", "1e-3", "--warmup-epochs", "1", "--ema-decay", "0.99", "--seed", "0", *INITS[init]]
+    start = time.perf_counter()
+    with open(f"{out}.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=log)
+    meta = json.loads((out / "model.json").read_text())
+    return {"f1_micro": meta["metrics"]["f1_micro"], "epochs": epochs, "batch": batch,
+            "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def plot(results: dict, shots: list, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for init, row in results.items():
+        xs = [k for k in shots if str(k) in row]
+        ax.plot(range(len(xs)), [row[str(k)]["f1_micro"] for k in xs], marker="o", label=init)
+    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    ax.set_xlabel("training images per species")
+    ax.set_ylabel("validation micro-F1 (603 images)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Learning curve by starting point")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=Path("runs/learning-curve"))
+    ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 50])
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    ap.add_argument("--all-runs", nargs="*", default=[], metavar="INIT=RUN",
+                    help="finished full-data runs (or model folders) for the 'all' column")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"{args.data}: no such folder; pass --data DIR (one sub-folder per species)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {init: {} for init in args.inits}
+    with tempfile.TemporaryDirectory(prefix="seedlings-curve-") as tmp:
+        val, folders = split_folders(args.data, args.shots, Path(tmp))
+        for k, folder in folders.items():
+            n = sum(1 for _ in folder.rglob("*.png"))
+            for init in args.inits:
+                results[init][str(k)] = r = train(init, folder, val, args.out / f"{init}-{k}", args.image_size, n)
+                print(f"{init:10s} {k:>4} per species: micro-F1 {r['f1_micro']:.4f} ({r['epochs']} epochs, batch "
+                      f"{r['batch']}, {r['wall_s'] / 60:.1f} min)", flush=True)
+    for spec in args.all_runs:
+        init, run = spec.split("=", 1)
+        meta = json.loads((Path(run) / "model.json").read_text())
+        results.setdefault(init, {})["all"] = {"f1_micro": meta["metrics"]["f1_micro"], "run": Path(run).name}
+    shots = [*args.shots, *(["all"] if args.all_runs else [])]
+    (args.out / "learning_curve.json").write_text(json.dumps(results, indent=2))
+    plot(results, shots, args.out / "learning_curve.png")
+    print("\n| start | " + " | ".join(str(k) for k in shots) + " |")
+    print("|---|" + "---|" * len(shots))
+    for init, row in results.items():
+        print(f"| {init} | " + " | ".join(f"{row[str(k)]['f1_micro']:.3f}" if str(k) in row else "–"
+                                         for k in shots) + " |")
+    print(f"\nwrote {args.out / 'learning_curve.png'} and learning_curve.json")
+
+
+if __name__ == "__main__":
+    main()
