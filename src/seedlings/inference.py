@@ -80,16 +80,6 @@ def needs_torch(model_dir: Path, backend: str = "auto", precision: str = "fp32")
             and (model_dir / WEIGHTS_FILE).is_file())
 
 
-def load_metadata(model_dir: Path) -> dict:
-    """model.json as a validated dict, for callers not yet on :class:`ModelFile` (serving/cli.py)."""
-    return ModelFile.load(model_dir).to_dict()
-
-
-def verify_file(model_dir: Path, name: str, meta: dict) -> Path:
-    """:meth:`ModelFile.verify_file` for callers that hold ``load_metadata``'s dict."""
-    return ModelFile.from_dict(meta, str(Path(model_dir) / MODEL_JSON)).verify_file(model_dir, name)
-
-
 class OnnxBackend:
     """An ONNX Runtime session. ``spinning=False`` suits servers: ONNX Runtime's threads otherwise
     spin-wait between runs and burn the cores that decode uploads (measured on 2 CPUs: ~7 ms of CPU
