@@ -3,6 +3,9 @@
     python bench/leaderboard.py [--data DIR] [--minutes 10 | --epochs 3] [--image-size 64] [--models a,b,c]
                                 [--out docs/leaderboard]
 
+A name ending in ``+imagenet`` (``efficientnet_lite0+imagenet``) starts from the backbone's ImageNet
+weights (``--pretrained``, so the fine-tuning recipe's learning rate and EMA) instead of from scratch.
+
 The budget is either the same number of epochs for every backbone (--epochs) or about the same training
 time on this machine (--minutes): then each backbone gets as many epochs as its measured training speed
 (images/s of a few optimiser steps, scaled by the loader and validation overhead) fits in that time.
@@ -79,8 +82,9 @@ def main() -> None:
 
         n_train = round(len(index_folder(args.data).files) * 0.85)  # the default 15 % validation split
     rows = []
-    for name in args.models.split(","):
-        run = args.runs / name
+    for entry in args.models.split(","):
+        name, _, start = entry.partition("+")  # "efficientnet_lite0+imagenet": from the ImageNet weights
+        run = args.runs / entry
         if not (run / "model.json").is_file():
             # resuming an interrupted run keeps the epochs planned for it
             epochs = args.epochs or run_config(run).get("epochs")
@@ -89,12 +93,13 @@ def main() -> None:
                 print(f"{name}: {rate:.0f} training images/s → {epochs} epochs in about {args.minutes:g} min",
                       flush=True)
             seedlings("train", "--data", str(args.data), "--out", str(run), "--model", name, "--epochs",
-                      str(epochs), "--image-size", str(args.image_size), "--seed", "0", "--resume")
+                      str(epochs), "--image-size", str(args.image_size), "--seed", "0", "--resume",
+                      *(["--pretrained"] if start == "imagenet" else []))
         if not (run / "model" / "model.onnx").is_file():
             seedlings("export", str(run), "--out", str(run / "model"))
         model_file = ModelFile.load(run)
         metrics, training = model_file.metrics, model_file.training
-        rows.append({"backbone": name, "f1_micro": metrics["f1_micro"], "f1_macro": metrics["f1_macro"],
+        rows.append({"backbone": entry, "f1_micro": metrics["f1_micro"], "f1_macro": metrics["f1_macro"],
                      "params_m": model_file.get("params", 0) / 1e6, "train_min": training["wall_s"] / 60,
                      "epochs": training["epochs"], "ms": latency_ms(run / "model")})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,8 @@ def write(rows: list[dict], args) -> None:
     import matplotlib.pyplot as plt
 
     what = f"{args.epochs} epochs" if args.epochs else f"about {args.minutes:g} minutes of training"
-    budget = f"{what} at {args.image_size} px, from scratch, same split (seed 0), this machine"
+    budget = (f"{what} at {args.image_size} px, same split (seed 0), this machine; from scratch unless "
+              "marked +imagenet (fine-tuned from ImageNet weights with the fine-tuning recipe's learning rate)")
     lines = [f"# Backbone leaderboard\n\nBudget: {budget}.\n",
              "| backbone | val micro-F1 | val macro-F1 | params (M) | epochs | train (min) | ONNX ms / image |",
              "|---|---|---|---|---|---|---|"]

@@ -39,7 +39,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=Path("runs/default-retrain"))
     ap.add_argument("--members", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    ap.add_argument("--scratch", action="store_true",
+                    help="the previous default: resnet10t from scratch (150 epochs at 64 px) instead of fine-tuning")
     ap.add_argument("--model", help="backbone (default: the training default)")
     ap.add_argument("--image-size", type=int, help="image size (default: the training default)")
     ap.add_argument("--resume", action="store_true", help="continue the members' runs from their checkpoints")
@@ -47,7 +49,8 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.members)
     runs = [args.out / f"m{i}" for i in range(args.members)]
     cmds = [[sys.executable, "-m", "seedlings", "train", "--data", str(args.data), "--out", str(run),
-             "--epochs", str(args.epochs), "--seed", str(i), "--split-seed", "0", "--threads", str(threads)]
+             "--seed", str(i), "--split-seed", "0", "--threads", str(threads)]
+            + ([] if args.scratch else ["--pretrained"]) + (["--epochs", str(args.epochs)] if args.epochs else [])
             + (["--model", args.model] if args.model else []) + (["--image-size", str(args.image_size)]
                                                                   if args.image_size else [])
             + (["--resume"] if args.resume else []) for i, run in enumerate(runs)]
