@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from seedlings import __version__
-from seedlings.serving.decoding import PixelBudget
+from seedlings.serving.decoding import PixelBudget, release_memory
 from seedlings.serving.deps import BodyLimitMiddleware
 from seedlings.serving.errors import error_response, error_responses, install_error_handlers
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI):
 
     predictor = await run_in_threadpool(Predictor.load, settings, app.state.metrics)
     await predictor.start()
+    release_memory()  # loading and warming up freed some heap that glibc would otherwise keep
     app.state.predictor = predictor
     try:
         yield

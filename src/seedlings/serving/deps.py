@@ -55,39 +55,58 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             self.metrics.rejected.labels("body_too_large").inc()
             await scoped_error(scope, 413, "body_too_large", body_too_large_message(self.limit),
                                {"Connection": "close"})(scope, receive, send)
             return
-        received = 0
-        loop = asyncio.get_running_loop()
+        has_body = declared not in (None, b"0") or b"transfer-encoding" in headers
+        guard = _BodyGuard(self, scope, receive, send, has_body)
+        await self.app(scope, guard.receive, guard.send)
+
+
+class _BodyGuard:
+    """One request's body: its size, its deadline, and whether it has all been read."""
+
+    def __init__(self, limits: BodyLimitMiddleware, scope, receive, send, has_body: bool):
+        self.limits, self.scope, self._receive, self._send = limits, scope, receive, send
+        self.received = 0
+        self.complete = not has_body
+        self.loop = asyncio.get_running_loop()
         # Only the body is timed: once it is complete, later receives (waiting for a disconnect while
         # a file streams out) are passed through untouched.
-        deadline = None if self.timeout is None else loop.time() + self.timeout
+        self.deadline = None if limits.timeout is None else self.loop.time() + limits.timeout
 
-        async def limited_receive():
-            nonlocal received, deadline
-            if deadline is None:
-                message = await receive()
-            else:
-                try:
-                    message = await _receive_by(receive, deadline, loop)
-                except asyncio.TimeoutError:
-                    self.metrics.rejected.labels("upload_timeout").inc()
-                    raise UploadTimeout(self.timeout) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
-                if not message.get("more_body", False):
-                    deadline = None
-                elif scope.get(DRAINING):  # set by the protocol on shutdown: do not wait for the rest
-                    raise UploadTimeout(self.timeout or 0, draining=True)
-            return message
+    async def receive(self):
+        if self.deadline is None or self.complete:
+            message = await self._receive()
+        else:
+            try:
+                message = await _receive_by(self._receive, self.deadline, self.loop)
+            except asyncio.TimeoutError:
+                self.limits.metrics.rejected.labels("upload_timeout").inc()
+                raise UploadTimeout(self.limits.timeout) from None
+        if message["type"] == "http.request":
+            self._count(message)
+        return message
 
-        await self.app(scope, limited_receive, send)
+    def _count(self, message) -> None:
+        self.received += len(message.get("body", b""))
+        if self.received > self.limits.limit:
+            raise BodyTooLarge(self.limits.limit)
+        if not message.get("more_body", False):
+            self.complete = True
+        elif self.scope.get(DRAINING):  # set by the protocol on shutdown: do not wait for the rest
+            raise UploadTimeout(self.limits.timeout or 0, draining=True)
+
+    async def send(self, message):
+        # An answer before the whole body was read (401, 404, 413, 408…): the rest is never read, so
+        # the connection must close, and the client must be told so or it would reuse it.
+        if message["type"] == "http.response.start" and not self.complete:
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await self._send(message)
 
 
 async def _receive_by(receive, deadline: float, loop):

@@ -73,8 +73,9 @@ class Predictor:
 
     def __init__(self, model: Model, settings: Settings, metrics: Metrics, model_file: ModelFile | None = None):
         self.model = model
-        self.model_file = model_file or ModelFile.load(model.dir)
-        self.spec = self.model_file.preprocess  # how uploads are resized: decoding.py reads it
+        self.model_file = model_file or getattr(model, "file", None)  # inference.Model holds its ModelFile
+        # How uploads are resized (decoding.py reads it).
+        self.spec = self.model_file.preprocess if self.model_file is not None else model.spec
         self.settings = settings
         self.metrics = metrics
         self.max_batch = settings.max_batch if settings.batching else 1

@@ -207,7 +207,8 @@ def _handler_for(handlers: dict, exc: Exception):
             summary="The model card: species, metrics, calibration, how it is served")
 async def model_card(request: Request, predictor: Predictor = Depends(ready_predictor)):
     model, settings = predictor.model, request.app.state.settings
-    meta = public_meta(predictor.model_file.to_dict())  # no paths of the machine that built the model
+    # No paths of the machine that built the model.
+    meta = public_meta(predictor.model_file.to_dict() if predictor.model_file is not None else model.meta)
     return {
         "name": model.name, "version": model.version, "backbone": meta.get("backbone", ""),
         "image_size": predictor.spec.image_size, "classes": model.classes, "precision": model.precision,
