@@ -17,7 +17,7 @@ class _Figures:
 
     @staticmethod
     def subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4)):
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # lazy: matplotlib is the train extra (see figures())
 
         fig = Figure(figsize=figsize)
         axes = fig.subplots(nrows, ncols)
