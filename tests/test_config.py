@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from seedlings.config import resolve
@@ -49,3 +52,37 @@ def test_pretrained_runs_take_the_fine_tuning_recipe_unless_told_otherwise(tmp_p
     assert from_file.image_size == 96 and from_file.epochs == FINETUNE["epochs"]
     scratch = resolve(None, {"data": "d", "out": "o"})
     assert scratch.model == "resnet10t" and scratch.epochs == 150 and not scratch.pretrained
+
+
+def test_the_config_builds_the_preprocessing_spec_from_its_size_and_backbone():
+    from seedlings.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    lite = resolve(None, {"data": "d", "out": "o", "model": "efficientnet_lite0", "image_size": 96}).preprocess_spec()
+    assert (lite.image_size, lite.mean, lite.std, lite.interpolation) == (96, (0.5,) * 3, (0.5,) * 3, "bilinear")
+    plain = resolve(None, {"data": "d", "out": "o"}).preprocess_spec()
+    assert (plain.image_size, plain.mean, plain.std) == (64, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _model_folder(path, backbone):
+    from seedlings.artifact import ModelFile
+    from seedlings.preprocess import PreprocessSpec
+
+    ModelFile(name="m", backbone=backbone, classes=["a", "b"], preprocess=PreprocessSpec(32)).save(path)
+    return str(path)
+
+
+def test_init_implies_its_models_backbone_and_refuses_another_or_an_ensemble(tmp_path):
+    folder = _model_folder(tmp_path / "m", "resnet18d")
+    assert resolve(None, {"data": "d", "out": "o", "init": folder}).model == "resnet18d"
+    with pytest.raises(UsageError, match="--init .* is a resnet18d; omit --model"):
+        resolve(None, {"data": "d", "out": "o", "init": folder, "model": "resnet14t"})
+    with pytest.raises(SeedlingsError, match="an ensemble"):
+        resolve(None, {"data": "d", "out": "o", "init": _model_folder(tmp_path / "e", "resnet10t+resnet18d")})
+
+
+def test_settings_need_no_torch():
+    """config.py imports the registry at module level: validating settings must not load torch or timm."""
+    code = ("import sys; from seedlings.config import resolve; resolve(None, {'data': 'd', 'out': 'o'}); "
+            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,6 +9,10 @@ from pathlib import Path
 import yaml
 
 from seedlings.errors import SeedlingsError, UsageError
+from seedlings.fileio import atomic_write_text
+from seedlings.models.pretrained import no_weights_error
+from seedlings.models.registry import init_backbone, resolve_name
+from seedlings.preprocess import PreprocessSpec
 
 
 @dataclass
@@ -81,14 +85,10 @@ class TrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
-        from seedlings.models import resolve_name
-
         self._apply_init()
         backbone = resolve_name(self.model)
         self.model = backbone.name
         if self.pretrained and not backbone.has_imagenet_weights:
-            from seedlings.models.pretrained import no_weights_error
-
             raise no_weights_error(backbone.name)
         if self.image_size % backbone.space_to_depth:
             raise UsageError(f"--image-size {self.image_size}: {backbone.name} folds {backbone.space_to_depth}×"
@@ -103,12 +103,16 @@ class TrainConfig:
         if self.pretrained or self.weights:
             raise UsageError("--init starts from a seedlings model; it cannot be combined with --pretrained "
                              "or --weights")
-        from seedlings.models.init_from import init_backbone
-
         backbone = init_backbone(self.init)
         if self.model not in (TrainConfig.model, backbone):
             raise UsageError(f"--model {self.model}: --init {self.init} is a {backbone}; omit --model")
         self.model = backbone
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        """How an image becomes this run's input: the size set here, the mean and std the backbone's
+        weights expect. The cache is prepared with it and model.json carries it to export and serving."""
+        backbone = resolve_name(self.model)
+        return PreprocessSpec(image_size=self.image_size, mean=backbone.mean, std=backbone.std)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,8 +133,6 @@ class TrainConfig:
             raise SeedlingsError(f"{where}: {exc}") from exc
 
     def save(self, path: str | Path) -> None:
-        from seedlings.fileio import atomic_write_text
-
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 

@@ -21,17 +21,9 @@ import torch
 
 from seedlings.artifact import ModelFile
 from seedlings.errors import SeedlingsError
+from seedlings.models.registry import init_backbone  # noqa: F401  (torch-free, so config.py can import it)
 
 PARITY_TOLERANCE = 1e-3  # max |Δprob| between the rebuilt network and the ONNX graph
-
-
-def init_backbone(model_dir: str | Path) -> str:
-    """The backbone an exported model was trained with (``--init`` implies it)."""
-    meta = ModelFile.load(model_dir)
-    if meta.extra.get("ensemble") or "+" in meta.backbone:
-        raise SeedlingsError(f"--init {model_dir}: an ensemble of several networks; start from one of its "
-                             "members' run folders instead")
-    return meta.backbone
 
 
 def load_init(model_dir: str | Path, create, classes: list[str], calibration_batches) -> tuple[torch.nn.Module, dict]:

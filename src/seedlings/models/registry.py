@@ -1,10 +1,15 @@
-"""The backbone registry over timm: the seed's five classic networks and compact CPU-friendly ones."""
+"""The backbone registry over timm: the seed's five classic networks and compact CPU-friendly ones.
+
+Torch-free at import: config.py validates backbone names with it, and `seedlings models --help` loads it;
+torch, timm and safetensors are imported inside the functions that build a network.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from seedlings.artifact import ModelFile
 from seedlings.errors import SeedlingsError, UsageError, missing_extra
 from seedlings.models.pretrained import has_local_weights, imagenet_state, no_weights_error
 from seedlings.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -62,9 +67,19 @@ def resolve_name(name: str) -> Backbone:
     return BACKBONES[key]
 
 
+def init_backbone(model_dir: str | Path) -> str:
+    """The backbone an exported model was trained with (``--init MODEL_DIR`` implies it): read from its
+    model.json, so config.py can check ``--init`` without torch."""
+    meta = ModelFile.load(model_dir)
+    if meta.extra.get("ensemble") or "+" in meta.backbone:
+        raise SeedlingsError(f"--init {model_dir}: an ensemble of several networks; start from one of its "
+                             "members' run folders instead")
+    return meta.backbone
+
+
 def _timm():
     try:
-        import timm
+        import timm  # lazy: the train extra
     except ImportError as exc:
         raise missing_extra("train", "timm") from exc
     return timm
@@ -89,7 +104,7 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
                                  f"--model {backbone.timm_name} (or another backbone) for ImageNet weights")
         net = timm.create_model(backbone.timm_name, pretrained=False, num_classes=num_classes,
                                 in_chans=3 * backbone.space_to_depth ** 2, **extra)
-        from seedlings.models.space_to_depth import SpaceToDepth
+        from seedlings.models.space_to_depth import SpaceToDepth  # lazy: it imports torch
 
         model = SpaceToDepth(net, backbone.space_to_depth)
         if weights is not None:
@@ -115,7 +130,7 @@ def _load_backbone_weights(model, path: Path) -> None:
     if path.suffix != ".safetensors":
         raise SeedlingsError(f"--weights {path}: only .safetensors files are loaded (never pickles); "
                              "convert it with safetensors.torch.save_file")
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: it imports torch
 
     try:
         state = load_file(str(path))
@@ -132,7 +147,7 @@ def _load_backbone_weights(model, path: Path) -> None:
 
 def count_flops(model, image_size: int) -> int:
     """Forward FLOPs for one image (multiply-add counted as 2)."""
-    import torch
+    import torch  # lazy: the train extra
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
@@ -141,8 +156,9 @@ def count_flops(model, image_size: int) -> int:
     return int(counter.get_total_flops())
 
 
-def describe_models(image_size: int = 128, num_classes: int = 12) -> list[dict]:
-    """Name, family, parameters and GFLOPs at ``image_size`` of each backbone."""
+def describe_models(image_size: int, num_classes: int = 12) -> list[dict]:
+    """Name, family, parameters and GFLOPs at ``image_size`` of each backbone (the caller's size: `seedlings
+    models` passes config.TrainConfig.image_size, the one default)."""
     rows = []
     for b in BACKBONES.values():
         model = create_model(b.name, num_classes)
