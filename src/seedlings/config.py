@@ -20,6 +20,7 @@ class AugmentConfig:
     """Augmentation for top-down plant photos: any angle, both flips, zoom, colour jitter."""
 
     rotate: bool = True  # any angle, 0–360°
+    right_angles: bool = False  # with rotate off: quarter turns only (0, 90, 180, 270°), no resampling blur
     flip: bool = True  # horizontal and vertical
     scale_min: float = 0.8  # zoom: < 1 shows more context, > 1 crops in
     scale_max: float = 1.25
@@ -153,7 +154,9 @@ def load_yaml(path: str | Path, flag: str = "--config") -> dict:
 # Fine-tuning learned weights needs another recipe than training from scratch: a backbone that has
 # ImageNet weights, fewer epochs, a lower learning rate. Measured in docs/MODEL_CARD.md (recipe table).
 FINETUNE = {"model": "efficientnet_lite0", "image_size": 128, "epochs": 10, "batch_size": 48, "lr": 1e-3,
-            "warmup_epochs": 1.0, "ema_decay": 0.99}
+            "warmup_epochs": 1.0, "ema_decay": 0.99,
+            "augment": {"rotate": False, "right_angles": True, "flip": True, "scale_min": 1.0, "scale_max": 1.0,
+                        "translate": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}}
 
 
 def recipe(values: dict) -> dict:
@@ -169,8 +172,9 @@ def resolve(config_file: str | None, overrides: dict) -> TrainConfig:
     base = TrainConfig().to_dict()
     file_values = load_yaml(config_file) if config_file else {}
     given = {k: v for k, v in overrides.items() if v is not None}
-    base.update(recipe({**file_values, **given}))
-    aug = {**base["augment"], **(file_values.pop("augment", None) or {})}
+    finetune = recipe({**file_values, **given})
+    aug = {**base["augment"], **finetune.pop("augment", {}), **(file_values.pop("augment", None) or {})}
+    base.update(finetune)
     base.update(file_values)
     base["augment"] = aug
     base.update(given)

@@ -49,7 +49,12 @@ def augment(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator)
     x = batch.permute(0, 3, 1, 2).float().mul_(1 / 255)
     n = x.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
-    angle = rand(n) * 2 * math.pi if cfg.rotate else torch.zeros(n, device=x.device)
+    if cfg.rotate:
+        angle = rand(n) * 2 * math.pi
+    elif cfg.right_angles:
+        angle = (rand(n) * 4).floor() * (math.pi / 2)
+    else:
+        angle = torch.zeros(n, device=x.device)
     scale = cfg.scale_min + rand(n) * (cfg.scale_max - cfg.scale_min)
     ones = torch.ones(n, device=x.device)
     flip_x = torch.where(rand(n) < 0.5, -ones, ones) if cfg.flip else ones
