@@ -10,7 +10,7 @@ from PIL import Image
 from seedlings.data import prepare
 from seedlings.errors import SeedlingsError
 from seedlings.images import open_image
-from seedlings.preprocess import resize_square
+from seedlings.preprocess import PreprocessSpec, resize_square
 
 
 def test_prepare_builds_then_reuses(dataset, tmp_path):
@@ -60,3 +60,10 @@ def test_interrupted_cache_is_not_trusted(dataset, tmp_path):
     with open(again.cache_dir / "images.npy", "r+b") as fh:
         fh.truncate(1000)
     assert prepare(dataset, 32, cache_root=tmp_path / "c", progress=False).rebuilt
+
+
+def test_prepare_takes_the_models_spec_or_a_size(dataset, tmp_path):
+    """A PreprocessSpec brings its size and interpolation; a size in pixels takes ``interpolation``."""
+    a = prepare(dataset, PreprocessSpec(32, interpolation="bicubic"), cache_root=tmp_path / "c", progress=False)
+    b = prepare(dataset, 32, "bicubic", cache_root=tmp_path / "c", progress=False)
+    assert a.rebuilt and not b.rebuilt and a.cache_dir == b.cache_dir and a.cache_dir.name.endswith("32px-bicubic")

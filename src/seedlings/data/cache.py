@@ -26,7 +26,7 @@ from seedlings.data.index import DatasetIndex, index_folder
 from seedlings.errors import ImageError, SeedlingsError, UsageError
 from seedlings.fileio import atomic_write_json, read_json
 from seedlings.images import open_image
-from seedlings.preprocess import resize_square
+from seedlings.preprocess import PreprocessSpec, resize_square
 from seedlings.progress import bar
 
 CACHE_FORMAT = 1
@@ -118,13 +118,16 @@ def scan(index: DatasetIndex, image_size: int | None, interpolation: str = "bili
                 yield from part
 
 
-def prepare(root: str | Path, image_size: int, interpolation: str = "bilinear",
+def prepare(root: str | Path, image_size: int | PreprocessSpec, interpolation: str = "bilinear",
             cache_root: str | Path | None = None, bad_images: str = "skip", progress: bool = True,
             force: bool = False) -> PreparedData:
     """Return the prepared cache of ``root`` at ``image_size``, building it if absent or stale.
 
-    The size is the caller's (a run's config, a model's model.json, `data prepare --image-size`, whose
-    default is config.TrainConfig.image_size): a cache at another size is another cache."""
+    ``image_size`` is a model's PreprocessSpec (its size and interpolation; a run's config builds it, a
+    model's model.json holds it) or a size in pixels with ``interpolation`` (`data prepare --image-size`,
+    whose default is config.TrainConfig.image_size): a cache at another size is another cache."""
+    if isinstance(image_size, PreprocessSpec):
+        image_size, interpolation = image_size.image_size, image_size.interpolation
     if bad_images not in BAD_IMAGE_POLICIES:
         raise UsageError(f"--bad-images {bad_images!r}: choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     if image_size < 16 or image_size > 1024:
