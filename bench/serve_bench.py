@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/helpers.py
+from tests.helpers import REAL_DATA, free_port  # noqa: E402  (one definition, shared with the tests)
 
 
 def load_photos(n: int, data: Path) -> tuple[list[bytes], str]:
@@ -113,12 +114,6 @@ def validation_f1(run_dir: Path, models: dict) -> dict:
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, model_dir: Path, *args: str):
         import httpx

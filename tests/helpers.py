@@ -1,4 +1,6 @@
-"""Test helpers: tiny synthetic seedling folders (never copies of the real data)."""
+"""Test helpers: tiny synthetic seedling folders (never copies of the real data), the real data's path and
+a free port. bench/serve_bench.py imports this module too (one definition of each), so pytest is imported
+only where a helper needs it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import socket
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
@@ -46,6 +47,8 @@ def make_dataset(root: Path, per_class: int = 16, classes=SYNTH_CLASSES, seed: i
 
 def require_tool(name: str) -> str:
     """Path of an outside tool; skip without it on a user's machine, fail under CI=true."""
+    import pytest  # lazy: the bench imports this module without pytest installed
+
     path = shutil.which(name)
     if path:
         return path

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from seedlings.errors import ImageError
-from seedlings.images import open_image
+from seedlings.images import DEFAULT_MAX_PIXELS, check_dimensions, open_image
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -194,3 +194,19 @@ def test_png_with_a_text_exif_profile_takes_pillows_path(spng_calls):
     Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, format="PNG", pnginfo=info)
     assert open_image(buf.getvalue()).size == (16, 16)
     assert spng_calls == []
+
+
+@pytest.mark.parametrize(("size", "code"), [((100_000, 100_000), "too_large"), ((400, 4), "bad_dimensions"),
+                                            ((2000, 20), "bad_dimensions")])
+def test_check_dimensions_is_the_rule_every_path_applies(size, code):
+    """The public check the service reuses: open_image refuses a PNG (libspng's path or Pillow's) with its words."""
+    with pytest.raises(ImageError) as rule:
+        check_dimensions(size, DEFAULT_MAX_PIXELS, "x.png")
+    assert rule.value.code == code
+    data = bytearray(_png(np.zeros((20, 20, 3), np.uint8), "RGB"))
+    data[16:24] = size[0].to_bytes(4, "big") + size[1].to_bytes(4, "big")  # the header claims `size`
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR, so Pillow reads it too
+    with pytest.raises(ImageError) as opened:
+        open_image(bytes(data), name="x.png")
+    assert (opened.value.code, str(opened.value)) == (code, str(rule.value))
+    check_dimensions((150, 150), DEFAULT_MAX_PIXELS)  # a dataset photo passes

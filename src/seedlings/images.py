@@ -63,7 +63,7 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = 
                          "not_an_image", label) from exc
     except Exception as exc:  # Pillow raises many types on malformed headers
         raise ImageError(f"unreadable image header ({exc})", "unreadable", label) from exc
-    _check_dimensions(img.size, max_pixels, label)
+    check_dimensions(img.size, max_pixels, label)
     try:
         img.seek(0)  # animated or multi-frame: the first frame
         img.load()
@@ -80,22 +80,28 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _plain_png(data: bytes, max_pixels: int, label) -> Image.Image | None:
-    """An 8-bit RGB PNG without EXIF or animation, decoded by libspng; None for every other input."""
-    if pyspng is None or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
+    pixels = plain_png_pixels(data, max_pixels, label)
+    return None if pixels is None else Image.fromarray(pixels, "RGB")
+
+
+def plain_png_pixels(data: bytes, max_pixels: int, label=None) -> np.ndarray | None:
+    """An 8-bit RGB PNG without EXIF or animation, decoded by libspng to one H×W×3 array once its header's
+    size has passed :func:`check_dimensions`; None for every other input (Pillow's path decodes those)."""
+    if pyspng is None or len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     if data[24] != 8 or data[25] != 2:  # bit depth 8, colour type RGB
         return None
     if b"eXIf" in data or b"Raw profile type exif" in data or b"acTL" in data:  # orientation, animation
         return None
     size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    _check_dimensions(size, max_pixels, label)
+    check_dimensions(size, max_pixels, label)
     try:
         pixels = pyspng.load(data)
     except Exception:  # let Pillow decode it and name the problem
         return None
     if pixels.dtype != np.uint8 or pixels.shape != (size[1], size[0], 3):
         return None
-    return Image.fromarray(pixels, "RGB")
+    return pixels
 
 
 def _read_bytes(source, label) -> bytes:
@@ -113,7 +119,9 @@ def _read_bytes(source, label) -> bytes:
         raise ImageError(f"cannot read the file ({exc.strerror})", "unreadable", label) from exc
 
 
-def _check_dimensions(size: tuple[int, int], max_pixels: int, label) -> None:
+def check_dimensions(size: tuple[int, int], max_pixels: int, label=None) -> None:
+    """Refuse a (width, height) over ``max_pixels`` (too_large) or unusable as a photo (bad_dimensions),
+    from the header alone: every decoding path (Pillow, libspng, v2 pixel tensors) calls this one."""
     w, h = size
     if w * h > max_pixels:
         raise ImageError(

@@ -1,4 +1,4 @@
-"""The HTTP contract of GUIDE.md over a real socket: shapes, status codes, operations endpoints."""
+"""The HTTP contract of docs/architecture.md ("HTTP") over a real socket: shapes, status codes, operations endpoints."""
 
 from __future__ import annotations
 
@@ -71,9 +71,19 @@ def test_predict_raw_body_and_tta(client, model_dir):
 
 
 def test_model_card(client, model_dir):
+    """GET /v1/model shows model.json's fields as the typed ModelFile reads them (the serving's only reader)."""
+    from seedlings.artifact import ModelFile
+
     card = client.get("/v1/model").json()
     meta = json.loads((model_dir / "model.json").read_text())
-    assert card["classes"] == meta["classes"] and card["name"] == meta["name"]
+    file = ModelFile.load(model_dir)
+    assert card["classes"] == meta["classes"] == file.classes and card["name"] == meta["name"]
+    assert (card["backbone"], card["version"], card["image_size"]) == (
+        file.backbone, file.version, file.preprocess.image_size)
+    assert card["calibration"]["temperature"] == file.calibration.temperature
+    assert card["unknown"]["threshold"] == file.unknown.threshold
+    assert card["unknown"].get("distance_threshold") == file.unknown.distance_threshold
+    assert card["metrics"] == meta.get("metrics", {}) and card["created"] == meta.get("created")
     assert card["precision"] == "fp32" and card["backend"] == "onnx"
     assert card["serving"]["max_body_bytes"] == 10 * 1024 * 1024
     assert "int8" in card["export"]

@@ -7,15 +7,15 @@ import argparse
 import pytest
 
 from seedlings.errors import SeedlingsError
-from seedlings.serving.cli import add_serve_command, build_settings
+from seedlings.serving.cli import add_parser, build_settings
 from seedlings.serving.settings import Settings
 
 
 def parse(*argv: str):
     parser = argparse.ArgumentParser()
-    commands: dict = {}
-    add_serve_command(parser.add_subparsers(dest="command"), commands)
-    return parser.parse_args(["serve", *argv]), commands
+    serve = add_parser(parser.add_subparsers(dest="command"))
+    assert serve.prog.endswith(" serve")  # the parser it added, for COMMANDS to keep
+    return parser.parse_args(["serve", *argv])
 
 
 def test_environment_then_flags(monkeypatch):
@@ -24,8 +24,7 @@ def test_environment_then_flags(monkeypatch):
     monkeypatch.setenv("SEEDLINGS_CORS_ORIGINS", "https://a.example, https://b.example")
     monkeypatch.setenv("SEEDLINGS_API_TOKEN", "")
     monkeypatch.setenv("SEEDLINGS_IDLE_DISPATCH", "true")
-    args, commands = parse("--port", "9001", "--no-batching", "--tta", "--no-idle-dispatch")
-    assert callable(commands["serve"])
+    args = parse("--port", "9001", "--no-batching", "--tta", "--no-idle-dispatch")
     s = build_settings(args)
     assert (s.port, s.max_batch, s.batching, s.tta, s.idle_dispatch) == (9001, 4, False, True, False)
     assert s.cors_origin_list == ["https://a.example", "https://b.example"]
@@ -43,7 +42,7 @@ def test_settings_round_trip_through_the_environment(monkeypatch):
 
 def test_bad_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("SEEDLINGS_MAX_BATCH", "lots")
-    args, _ = parse()
+    args = parse()
     with pytest.raises(SeedlingsError, match="max_batch"):
         build_settings(args)
 

@@ -126,3 +126,78 @@ def test_unknown_model_and_not_json(client, model):
     r = client.post(f"/v2/models/{model.name}/infer", content=b"{not json",
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.headers["seedlings-error-code"] == "invalid_request"
+
+
+def test_large_json_bodies_are_parsed_off_the_event_loop(model_dir, model, monkeypatch):
+    """4 × ~10 MB JSON bodies: each is parsed in a decoding thread, never on the event loop's thread, and
+    /healthz (the liveness probe, 3 s timeout in the manifests) answers throughout. Parsed on the loop,
+    the liveness probe waited for every body in turn (1.2 s for 4 × 10 MB in issue #13)."""
+    import json
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import uvicorn
+    from tests.helpers import free_port
+
+    from seedlings.serving import v2_codec
+    from seedlings.serving.app import create_app
+    from seedlings.serving.settings import Settings
+
+    parsed_on: list[int] = []
+    real_parse = v2_codec.parse
+    monkeypatch.setattr(v2_codec, "parse", lambda *a: parsed_on.append(threading.get_ident()) or real_parse(*a))
+    settings = Settings(model_dir=str(model_dir), threads=1)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    loop_thread = threading.Thread(target=server.run, daemon=True)  # the event loop runs in this thread
+    loop_thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url)
+        arr = pixels(7, 930, 930)[None]
+        body = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": list(arr.shape),
+                                       "data": arr.ravel().tolist()}]}, separators=(",", ":")).encode()
+        assert 8_000_000 < len(body) <= settings.max_body_bytes
+        infer = f"{url}/v2/models/{model.name}/infer"
+        with ThreadPoolExecutor(4) as pool:
+            answers = [pool.submit(httpx.post, infer, content=body, timeout=180) for _ in range(4)]
+            health = []
+            while not all(a.done() for a in answers):
+                health.append(httpx.get(url + "/healthz", timeout=3).status_code)
+        assert [a.result().status_code for a in answers] == [200] * 4
+        assert health and set(health) == {200}
+        assert len(parsed_on) == 4 and loop_thread.ident not in parsed_on, "a body was parsed on the event loop"
+    finally:
+        server.should_exit = True
+        loop_thread.join(60)
+
+
+def _wait_ready(url: str, timeout: float = 180) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+@pytest.mark.parametrize("shape", [[100000, 100000, 3], [2, 2, 3], [1, 900, 30, 3]])
+def test_pixel_tensors_are_held_to_the_image_rule(client, model, shape):
+    """v2 UINT8 tensors are refused by images.check_dimensions itself: the same code and words as a photo."""
+    from seedlings.errors import ImageError
+    from seedlings.images import check_dimensions
+
+    r = client.post(f"/v2/models/{model.name}/infer", json={"inputs": [
+        {"name": "image", "datatype": "UINT8", "shape": shape, "data": [1] * 12}]})
+    with pytest.raises(ImageError) as rule:
+        check_dimensions((shape[-2], shape[-3]), 50_000_000, "image")
+    assert r.status_code == 422 and r.headers["seedlings-error-code"] == rule.value.code
+    assert r.json()["error"] == str(rule.value)

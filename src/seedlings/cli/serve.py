@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
 from seedlings.cli.command import Command
-from seedlings.serving.cli import add_serve_command, cmd_serve
-
-
-def add_parser(sub) -> argparse.ArgumentParser:
-    handlers: dict = {}  # add_serve_command also registers its handler; here COMMANDS does that
-    add_serve_command(sub, handlers)
-    return sub.choices["serve"]
-
+from seedlings.serving.cli import add_parser, cmd_serve
 
 COMMAND = Command("serve", add_parser, cmd_serve, extra="serve")

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from seedlings import __version__
 from seedlings.serving.decoding import PixelBudget, release_memory
-from seedlings.serving.deps import BodyLimitMiddleware
+from seedlings.serving.deps import BodyLimitMiddleware, ready_or_none
 from seedlings.serving.errors import error_response, error_responses, install_error_handlers
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.predictor import Predictor
@@ -107,8 +107,8 @@ def _add_operational_routes(app: FastAPI) -> None:
     @app.get("/readyz", tags=["operations"], summary="The model is loaded and warmed",
              responses=error_responses(503))
     async def readyz(request: Request):
-        predictor = request.app.state.predictor
-        if predictor is None or not predictor.ready:
+        predictor = ready_or_none(request.app)
+        if predictor is None:
             return JSONResponse({"error": {"code": "not_ready", "message": "the model is not loaded yet"}},
                                 status_code=503, headers={"Retry-After": "1"})
         model = predictor.model

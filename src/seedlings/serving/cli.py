@@ -6,6 +6,7 @@ and exit code 1, not a traceback from inside a worker process.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -22,8 +23,8 @@ FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_
                "keepalive_timeout_s", "metrics_port")
 
 
-def add_serve_command(sub, commands: dict) -> None:
-    """Add the ``serve`` subparser and register its handler in ``commands``."""
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``serve`` subparser to ``sub`` and return it; its handler is :func:`cmd_serve`."""
     p = sub.add_parser("serve", help="the web service: HTTP API, web page, metrics",
                        description="Serve a model over HTTP. Every flag also reads SEEDLINGS_<NAME> "
                                    "(e.g. SEEDLINGS_PORT); flags win. SEEDLINGS_API_TOKEN sets a bearer "
@@ -67,7 +68,7 @@ def add_serve_command(sub, commands: dict) -> None:
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
     p.add_argument("--decode-threads", type=int, dest="decode_threads",
                    help="threads decoding uploads per worker (default: CPUs / workers)")
-    commands["serve"] = cmd_serve
+    return p
 
 
 def build_settings(args):
@@ -156,15 +157,11 @@ def _serve_metrics(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m seedlings.serving.cli``: the serve command alone, until it is wired into ``seedlings``."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="seedlings")
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands: dict = {}
-    add_serve_command(sub, commands)
+    add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
     try:
-        return commands["serve"](args)
+        return cmd_serve(args)
     except SeedlingsError as exc:
         print(f"seedlings serve: error: {exc}", file=sys.stderr)
         return exc.exit_code

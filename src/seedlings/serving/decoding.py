@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from seedlings.images import PNG_SIGNATURE, _check_dimensions, open_image, pyspng, to_rgb
+from seedlings.images import PNG_SIGNATURE, check_dimensions, open_image, plain_png_pixels, to_rgb
 from seedlings.preprocess import PreprocessSpec, resize_square
 from seedlings.serving.errors import ApiError
 from seedlings.serving.predictor import Overloaded
@@ -139,19 +139,10 @@ def _factor(size: tuple[int, int], image_size: int) -> int:
 
 def _lean_png(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Image.Image | None:
     """A plain 8-bit RGB PNG decoded by libspng to one array and box-reduced in strips; None otherwise."""
-    if pyspng is None or data[24] != 8 or data[25] != 2:  # bit depth 8, colour type RGB
+    pixels = plain_png_pixels(data, max_pixels, name)
+    if pixels is None:
         return None
-    if b"eXIf" in data or b"Raw profile type exif" in data or b"acTL" in data:  # orientation, animation
-        return None
-    size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    _check_dimensions(size, max_pixels, name)
-    try:
-        pixels = pyspng.load(data)
-    except Exception:
-        return None
-    if pixels.dtype != np.uint8 or pixels.shape != (size[1], size[0], 3):
-        return None
-    return Image.fromarray(box_reduce(pixels, _factor(size, spec.image_size)), "RGB")
+    return Image.fromarray(box_reduce(pixels, _factor((pixels.shape[1], pixels.shape[0]), spec.image_size)), "RGB")
 
 
 def box_reduce(pixels: np.ndarray, f: int) -> np.ndarray:
@@ -176,7 +167,7 @@ def _lean_pillow(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Im
             img = Image.open(io.BytesIO(data))
     except Exception:
         return open_image(data, max_pixels, name)  # raises the image error that names the problem
-    _check_dimensions(img.size, max_pixels, name)  # the full size: the limit is per photo as sent
+    check_dimensions(img.size, max_pixels, name)  # the full size: the limit is per photo as sent
     try:
         if img.format == "JPEG":
             img.draft("RGB", _draft_size(img.size, spec.image_size))

@@ -15,10 +15,17 @@ from seedlings.serving.protocol import DRAINING  # set by the HTTP protocol when
 # pool: two thread hops per request (GIL hand-overs, wake-ups) for a few attribute reads.
 
 
+def ready_or_none(app) -> Predictor | None:
+    """The predictor once its model is loaded and warmed; None before that and once shutdown begins.
+    The one readiness check: /readyz, /v2/health/ready and every route that needs the model use it."""
+    predictor = getattr(app.state, "predictor", None)
+    return predictor if predictor is not None and predictor.ready else None
+
+
 async def ready_predictor(request: Request) -> Predictor:
     """The predictor, or 503 while the model is still loading (or the server is shutting down)."""
-    predictor = getattr(request.app.state, "predictor", None)
-    if predictor is None or not predictor.ready:
+    predictor = ready_or_none(request.app)
+    if predictor is None:
         raise ApiError(503, "not_ready", "the model is still loading; retry in a few seconds",
                        {"Retry-After": "1"})
     return predictor

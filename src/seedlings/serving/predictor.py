@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seedlings.artifact import ModelFile
 from seedlings.inference import Model, resolve_model_dir
 from seedlings.serving.metrics import Metrics
 from seedlings.serving.settings import Settings
@@ -71,11 +70,10 @@ def _expire(items: list[_Item], seconds: float) -> None:
 class Predictor:
     """A loaded :class:`~seedlings.inference.Model` plus the micro-batching queue in front of it."""
 
-    def __init__(self, model: Model, settings: Settings, metrics: Metrics, model_file: ModelFile | None = None):
+    def __init__(self, model: Model, settings: Settings, metrics: Metrics):
         self.model = model
-        self.model_file = model_file or getattr(model, "file", None)  # inference.Model holds its ModelFile
-        # How uploads are resized (decoding.py reads it).
-        self.spec = self.model_file.preprocess if self.model_file is not None else model.spec
+        # How uploads are resized (decoding.py reads it): model.json's preprocess, through the ModelFile.
+        self.spec = model.spec
         self.settings = settings
         self.metrics = metrics
         self.max_batch = settings.max_batch if settings.batching else 1
@@ -99,10 +97,10 @@ class Predictor:
         from seedlings.serving.modelcheck import check_model_dir
 
         model_dir = resolve_model_dir(settings.model_dir)
-        model_file = check_model_dir(model_dir, settings.precision)  # the same checks as `serve` at start
+        check_model_dir(model_dir, settings.precision)  # the same checks as `serve` at start
         model = Model(model_dir, backend="onnx", spinning=False, precision=settings.precision,
                       threads=settings.inference_threads(), max_pixels=settings.max_pixels)
-        return cls(model, settings, metrics, model_file)
+        return cls(model, settings, metrics)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -207,14 +207,15 @@ def _handler_for(handlers: dict, exc: Exception):
             summary="The model card: species, metrics, calibration, how it is served")
 async def model_card(request: Request, predictor: Predictor = Depends(ready_predictor)):
     model, settings = predictor.model, request.app.state.settings
-    # No paths of the machine that built the model.
-    meta = public_meta(predictor.model_file.to_dict() if predictor.model_file is not None else model.meta)
+    file = model.file  # model.json, typed and validated (seedlings.artifact.ModelFile)
+    # The reports are free-form (ModelFile.extra): no paths of the machine that built the model.
+    reports = public_meta({k: file.extra.get(k) for k in ("metrics", "export", "created")})
     return {
-        "name": model.name, "version": model.version, "backbone": meta.get("backbone", ""),
-        "image_size": predictor.spec.image_size, "classes": model.classes, "precision": model.precision,
-        "backend": model.backend_name, "metrics": meta.get("metrics", {}),
-        "calibration": meta.get("calibration", {}), "unknown": meta.get("unknown", {}),
-        "export": meta.get("export", {}), "created": meta.get("created"),
+        "name": file.name, "version": file.version, "backbone": file.backbone,
+        "image_size": file.preprocess.image_size, "classes": list(file.classes), "precision": model.precision,
+        "backend": model.backend_name, "metrics": reports["metrics"] or {},
+        "calibration": public_meta(file.calibration.to_dict()), "unknown": public_meta(file.unknown.to_dict()),
+        "export": reports["export"] or {}, "created": reports["created"],
         "serving": {"tta_default": settings.tta, "top_k_default": settings.top_k,
                     "max_batch": predictor.max_batch, "max_wait_ms": predictor.max_wait * 1000,
                     "max_body_bytes": settings.max_body_bytes, "max_files": settings.max_files,

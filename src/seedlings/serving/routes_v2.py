@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from seedlings import __version__
 from seedlings.serving import v2_codec
 from seedlings.serving.decoding import decode_images
-from seedlings.serving.deps import check_token, ready_predictor
+from seedlings.serving.deps import check_token, ready_or_none, ready_predictor
 from seedlings.serving.errors import ApiError, v2_error_responses
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.v2_codec import OUTPUT_NAME, InferenceRequest
@@ -86,8 +86,7 @@ async def live():
 @router.get("/health/ready", summary="The model is loaded and warmed",
             responses={503: {"description": "not ready"}})
 async def ready(request: Request):
-    predictor = getattr(request.app.state, "predictor", None)
-    is_ready = bool(predictor is not None and predictor.ready)
+    is_ready = ready_or_none(request.app) is not None
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 

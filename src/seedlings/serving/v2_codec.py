@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from seedlings.errors import ImageError
-from seedlings.images import MAX_ASPECT, MIN_SIDE
+from seedlings.images import check_dimensions
 from seedlings.serving.errors import ApiError
 
 OUTPUT_NAME = "probabilities"
@@ -143,11 +142,7 @@ def _uint8_images(tensor: RequestInput, raw: bytes | None, max_pixels: int) -> l
         raise invalid(f"input {tensor.name!r}: UINT8 shape must be [H, W, C] or [N, H, W, C] with C = 1, 3 "
                       f"or 4, not {shape}")
     h, w = shape[-3], shape[-2]
-    if h * w > max_pixels:
-        raise ImageError(f"{w}×{h} pixels is over the limit of {max_pixels:,}", "too_large", tensor.name)
-    if min(h, w) < MIN_SIDE or max(h, w) / max(1, min(h, w)) > MAX_ASPECT:
-        raise ImageError(f"{w}×{h} pixels is not a usable photo (each side ≥ {MIN_SIDE} px, "
-                         f"aspect ≤ {MAX_ASPECT:g}:1)", "bad_dimensions", tensor.name)
+    check_dimensions((w, h), max_pixels, tensor.name)  # before the pixels are read
     count = math.prod(shape)
     values = _uint8_from_bytes(tensor, raw, count) if raw is not None else _uint8_from_json(tensor, count)
     return list(values.reshape((-1, h, w, shape[-1])))
