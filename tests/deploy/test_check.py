@@ -96,7 +96,9 @@ def _serve_docs(overlay: str) -> tuple[dict, dict, dict]:
 def test_token_secret_is_required_in_production_only(overlay, required):
     dep, _, _ = _serve_docs(overlay)
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["SEEDLINGS_API_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is (not required)
+    ref = env["SEEDLINGS_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["optional"] is (not required)
+    assert (ref["name"], ref["key"]) == ("seedlings-serve-token", "token")  # the Secret docs/deploy.md creates
 
 
 @pytest.mark.parametrize("overlay", ["dev", "production"])
