@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -128,6 +129,12 @@ def _pauses(deadline: float, what: str):
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def log(env: DistEnv, msg: str) -> None:
+    """Print to stderr on rank 0 only: one line per event, however many processes run."""
+    if env.is_main:
+        print(msg, file=sys.stderr, flush=True)
 
 
 def barrier(env: DistEnv) -> None:

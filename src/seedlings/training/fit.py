@@ -1,67 +1,45 @@
-"""Wire a training run: data → split → model → epochs → best weights, model.json, plots.
+"""A training run, top to bottom: prepare → split → model → for each epoch train, evaluate, checkpoint → finish.
 
-Only rank 0 writes files. The run folder alone reproduces the run (config.yaml, split.json).
+`_train` is the whole run; each step says why it is done that way. It runs alone or under torchrun
+(every process runs all of it; only rank 0 writes files). The run folder alone reproduces the run
+(config.yaml, split.json), and a killed run continues from its last checkpoint, exactly (`--resume`).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seedlings import __version__
-from seedlings.artifact import UNKNOWN_METHOD, Calibration, ModelFile, UnknownRule
 from seedlings.config import TrainConfig, resolve
-from seedlings.data import Split, prepare, stratified_split
-from seedlings.data.torchdata import CachedImages
+from seedlings.data import PreparedData, Split, Subset, prepare, stratified_split
+from seedlings.data.torchdata import CachedImages, to_model_input
 from seedlings.errors import SeedlingsError
-from seedlings.fileio import atomic_write_json, atomic_write_text
-from seedlings.models import create_model, resolve_name
-from seedlings.models.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from seedlings.evaluation.calibrate import calibrate_run
+from seedlings.evaluation.metrics import report_from_confusion
+from seedlings.evaluation.plots import plot_run
+from seedlings.fileio import atomic_write_json
+from seedlings.models import create_model, novelty, pretrained
+from seedlings.models.checkpoint import load_weights
+from seedlings.models.init_from import load_init
 from seedlings.preprocess import PreprocessSpec
 from seedlings.progress import bar
 from seedlings.training import distributed as D
-from seedlings.training.loop import EMA, evaluate_sharded, train_one_epoch
-
-CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "weights.safetensors"
-
-
-@dataclass
-class Subset:
-    images: np.ndarray
-    labels: np.ndarray
-    rows: np.ndarray
-
-
-def log(env: D.DistEnv, msg: str) -> None:
-    if env.is_main:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def choose_precision(requested: str, device: str) -> str:
-    """auto: bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16 (elsewhere bf16 is emulated, slow)."""
-    if requested != "auto":
-        return requested
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
+from seedlings.training.loop import EMA, TrainState, choose_precision, evaluate_sharded, train_one_epoch
+from seedlings.training.run_folder import (
+    WEIGHTS,
+    build_model_file,
+    read_checkpoint,
+    restore,
+    save_epoch,
+    training_record,
+    write_run_header,
+)
+from seedlings.training.sampling import WeightedDistributedSampler
 
 
 def train(config: TrainConfig | dict | None = None, resume: bool = False, progress: bool = True,
@@ -89,129 +67,140 @@ def train_from_cli(config_file: str | None, overrides: dict, resume: bool) -> Pa
     return train(resolve(config_file, overrides), resume=resume)
 
 
-def _prepare_data(cfg: TrainConfig, env: D.DistEnv, root: str, progress: bool):
+def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Path:
+    run = Path(cfg.out)
+    # The same seed in every process, so every rank builds the same initial weights and DDP starts in step.
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(D.local_threads(env, cfg.threads))
+
+    # Resume? Rank 0 reads the checkpoint and hands it to every process, so pods whose nodes do not
+    # share the runs volume still resume with the same weights and optimizer state.
+    saved = D.broadcast_object(read_checkpoint(run, resume) if env.is_main else None, env)
+    if resume and saved is None:
+        D.log(env, f"--resume: {run} has no checkpoint yet; starting from the beginning")
+
+    # Prepare: decode and resize every image once into a memory-mapped cache, with the spec model.json
+    # will carry (size, interpolation, the backbone's mean and std), so serving sees what training saw.
+    spec = cfg.preprocess_spec()
+    data = prepare_data(cfg.data, spec, cfg, env, progress)
+
+    # Split: stratified and seeded. A resumed run reads its own split.json, so no validation image is
+    # ever trained on; --val-data replaces the split with a folder of its own.
+    if cfg.val_data:
+        train_set, val_set, split = validation_folder(cfg, spec, env, data)
+    else:
+        split = read_or_make_split(cfg, data, resuming=saved is not None)
+        train_set, val_set = split_subsets(cfg, data, split)
+
+    # Model: from ImageNet, --weights, --init or scratch; on the device (channels-last is faster for
+    # convolutions) before the EMA copies it and the optimizer takes its parameters.
+    model, init = build_model(cfg, data.classes, train_set, spec)
+    model = model.to(env.device, memory_format=torch.channels_last) if cfg.channels_last else model.to(env.device)
+    precision = choose_precision(cfg.precision, env.device)
+    # Everything the epochs read and change, in one place. The EMA of the weights is what is evaluated
+    # and shipped (steadier than the last step's); the scaler only acts under fp16.
+    state = TrainState(
+        cfg=cfg, env=env, spec=spec, classes=data.classes, train_set=train_set, val_set=val_set, init=init,
+        model=model, ema=EMA(model, cfg.ema_decay) if cfg.ema else None,
+        optimizer=torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay),
+        loader=make_loader(cfg, env, train_set, len(data.classes)), precision=precision,
+        scaler=torch.amp.GradScaler(env.device.split(":")[0], enabled=precision == "fp16"),
+        class_weights=class_weights(cfg, train_set, len(data.classes), env.device))
+    # A resumed run puts back the checkpoint's weights, EMA, optimizer, step and best score, and goes on
+    # with the next epoch: the schedule, the shuffles and the augmentations continue where they stopped.
+    first_epoch = restore(state, saved) if saved is not None else 0
+    if env.is_main:
+        write_run_header(cfg, data.classes, split, resumed=saved is not None)
+    if env.distributed:  # after restoring: the checkpoint holds the bare network's names
+        state.model = torch.nn.parallel.DistributedDataParallel(state.model)
+    D.log(env, f"training {cfg.model} on {len(train_set.rows)} images ({len(val_set.rows)} validation), "
+               f"{len(data.classes)} classes, {cfg.image_size}px, {precision}, {env.world_size} process(es), "
+               f"epochs {first_epoch + 1}–{cfg.epochs}")
+
+    t0 = time.perf_counter()
+    for epoch in range(first_epoch, cfg.epochs):
+        state.epoch = epoch
+        started = time.perf_counter()
+        # Train: one pass over this epoch's shuffle; each process takes its own slice of it and DDP
+        # averages the gradients, so N processes take the steps one process would.
+        images = len(state.loader) * state.loader.batch_size * env.world_size
+        with bar(images, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress) as advance:
+            stats = train_one_epoch(state, advance)
+        # Evaluate: the EMA weights (when on) on the whole validation split, sharded and all-reduced,
+        # so every process knows whether this epoch is the best so far.
+        cm, val_loss = evaluate_sharded(state)
+        report = report_from_confusion(cm, data.classes)
+        row = {"epoch": epoch + 1, **stats, "val_loss": val_loss, "val_acc": report["accuracy"],
+               "val_f1_micro": report["f1_micro"], "val_f1_macro": report["f1_macro"],
+               "epoch_s": time.perf_counter() - started, "world_size": env.world_size, "precision": precision}
+        improved = report["f1_micro"] > state.best["f1_micro"]
+        if improved:
+            state.best = {"f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
+                          "accuracy": report["accuracy"], "epoch": epoch + 1}
+        # Checkpoint: rank 0 writes the best weights, the metrics row and the checkpoint, each one
+        # atomically, so a run killed at any moment resumes from its last finished epoch.
+        if env.is_main:
+            save_epoch(state, row, improved)
+            D.log(env, epoch_line(state, row, improved))
+        D.barrier(env)  # no process starts the next epoch before the checkpoint of this one is complete
+
+    # Finish: calibrate the best weights, fit the "not a seedling" detector, write model.json and plots.
+    if env.is_main:
+        finish(state, wall=time.perf_counter() - t0)
+    D.barrier(env)
+    return run
+
+
+# -- prepare and split ----------------------------------------------------------------------------------
+
+def prepare_data(root: str, spec: PreprocessSpec, cfg: TrainConfig, env: D.DistEnv, progress: bool) -> PreparedData:
+    """The prepared cache of ``root``: the first process of each node builds it while the others wait,
+    then they read it."""
+    options = {"cache_root": cfg.cache_dir, "bad_images": cfg.bad_images}
     if env.is_local_main:
-        data = prepare(root, cfg.image_size, cache_root=cfg.cache_dir, bad_images=cfg.bad_images,
-                       progress=progress and env.is_main)
+        data = prepare(root, spec, **options, progress=progress and env.is_main)
     D.barrier(env)
     if not env.is_local_main:
-        data = prepare(root, cfg.image_size, cache_root=cfg.cache_dir, bad_images=cfg.bad_images,
-                       progress=False)
+        data = prepare(root, spec, **options, progress=False)
     if data.bad:
-        log(env, f"{root}: skipped {len(data.bad)} unusable image(s) (first: {data.bad[0]['path']}: "
-                 f"{data.bad[0]['reason']}); --bad-images fail stops instead")
+        D.log(env, f"{root}: skipped {len(data.bad)} unusable image(s) (first: {data.bad[0]['path']}: "
+                   f"{data.bad[0]['reason']}); --bad-images fail stops instead")
     return data
 
 
-def _make_split(cfg: TrainConfig, env, data, run: Path, resuming: bool):
-    if cfg.val_data:
-        val = _prepare_data(cfg, env, cfg.val_data, False)
-        _check_val_classes(data.classes, val.classes, cfg)
-        remap = np.asarray([data.classes.index(c) for c in val.classes])
-        train = Subset(data.images, data.labels, np.arange(len(data.files)))
-        return train, Subset(val.images, remap[val.labels], np.arange(len(val.files))), None
-    split_path = run / "split.json"
+def read_or_make_split(cfg: TrainConfig, data: PreparedData, resuming: bool) -> Split:
+    """The run's own split when it resumes, else a new stratified one (seeded by --split-seed or --seed)."""
+    split_path = Path(cfg.out) / "split.json"
     if resuming and split_path.is_file():
-        split = Split.load(split_path)
-    else:
-        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-        split = stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
+        return Split.load(split_path)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    return stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
+
+
+def split_subsets(cfg: TrainConfig, data: PreparedData, split: Split) -> tuple[Subset, Subset]:
     train_rows, val_rows = data.subset(split.train), data.subset(split.val)
     missing = set(range(len(data.classes))) - set(data.labels[train_rows].tolist())
     if missing:
         names = ", ".join(data.classes[i] for i in sorted(missing))
         raise SeedlingsError(f"{cfg.data}: class(es) {names} have no training images after the split; "
                              "add images (at least 2 per class) or lower --val-fraction")
-    return Subset(data.images, data.labels, train_rows), Subset(data.images, data.labels, val_rows), split
+    return Subset(data.images, data.labels, train_rows), Subset(data.images, data.labels, val_rows)
 
 
-def _check_val_classes(train_classes, val_classes, cfg) -> None:
-    extra = [c for c in val_classes if c not in train_classes]
+def validation_folder(cfg: TrainConfig, spec: PreprocessSpec, env: D.DistEnv, data: PreparedData):
+    """--val-data: every image of ``data`` trains, the other folder validates (its labels in ``data``'s order)."""
+    val = prepare_data(cfg.val_data, spec, cfg, env, False)
+    extra = [c for c in val.classes if c not in data.classes]
     if extra:
         raise SeedlingsError(f"--val-data {cfg.val_data}: class(es) {', '.join(extra)} are in validation but "
                              f"not in training ({cfg.data}); the model cannot learn them. Add them to the "
                              "training folder or remove them from validation")
+    remap = np.asarray([data.classes.index(c) for c in val.classes])
+    train_set = Subset(data.images, data.labels, np.arange(len(data.files)))
+    return train_set, Subset(val.images, remap[val.labels], np.arange(len(val.files))), None
 
 
-def _check_run_folder(run: Path, resume: bool) -> dict | None:
-    ckpt = run / CHECKPOINT
-    if ckpt.exists() and not resume:
-        raise SeedlingsError(f"--out {run}: already holds a run; pass --resume to continue it, "
-                             "or choose another --out")
-    if resume and ckpt.exists():
-        return dict(zip(("model", "ema", "optim", "info"), load_checkpoint(ckpt)))
-    return None
-
-
-def _loader(cfg: TrainConfig, env, train: Subset, num_classes: int):
-    per_rank = max(1, cfg.batch_size // env.world_size)
-    dataset = CachedImages(train.images, train.labels, train.rows)
-    if cfg.balance == "sampler":
-        from seedlings.training.sampling import WeightedDistributedSampler
-
-        sampler = WeightedDistributedSampler(train.labels[train.rows], num_classes, env.world_size,
-                                             env.rank, cfg.seed)
-    else:
-        sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
-    drop_last = len(sampler) > per_rank
-    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=0, drop_last=drop_last)
-
-
-def _class_weights(cfg: TrainConfig, train: Subset, num_classes: int, device: str):
-    if cfg.balance != "loss":
-        return None
-    counts = np.bincount(train.labels[train.rows], minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32, device=device)
-
-
-def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Path:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(D.local_threads(env, cfg.threads))
-    run = Path(cfg.out)
-    # Rank 0 reads the checkpoint and hands it to every process, so pods whose nodes do not
-    # share the runs volume still resume with the same weights and optimizer state.
-    state = D.broadcast_object(_check_run_folder(run, resume) if env.is_main else None, env)
-    if resume and state is None:
-        log(env, f"--resume: {run} has no checkpoint yet; starting from the beginning")
-    data = _prepare_data(cfg, env, cfg.data, progress)
-    train_set, val_set, split = _make_split(cfg, env, data, run, state is not None)
-    classes = data.classes
-    backbone = resolve_name(cfg.model)
-    spec = PreprocessSpec(image_size=cfg.image_size, mean=backbone.mean, std=backbone.std)
-    precision = choose_precision(cfg.precision, env.device)
-    model, init = build_model(cfg, classes, train_set, spec)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(env.device)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema else None
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loader = _loader(cfg, env, train_set, len(classes))
-    ctx = {"cfg": cfg, "spec": spec, "ema": ema, "precision": precision, "step": 0,
-           "class_weights": _class_weights(cfg, train_set, len(classes), env.device),
-           "total_steps": cfg.epochs * len(loader), "warmup_steps": int(cfg.warmup_epochs * len(loader)),
-           "scaler": torch.amp.GradScaler(env.device.split(":")[0], enabled=precision == "fp16")}
-    start_epoch, best = 0, {"f1_micro": -1.0, "epoch": -1}
-    if state is not None:
-        start_epoch, best = _restore(state, model, ema, optimizer, ctx, env, run)
-    if env.is_main:
-        _write_run_header(run, cfg, classes, split, state is not None)
-    if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    log(env, f"training {cfg.model} on {len(train_set.rows)} images ({len(val_set.rows)} validation), "
-             f"{len(classes)} classes, {cfg.image_size}px, {precision}, {env.world_size} process(es), "
-             f"epochs {start_epoch + 1}–{cfg.epochs}")
-    t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        best = _run_epoch(epoch, model, ema, optimizer, loader, ctx, env, train_set, val_set, classes, best,
-                          run, progress)
-    wall = time.perf_counter() - t0
-    if env.is_main:
-        _finish(run, cfg, classes, (train_set, val_set), spec, best, wall, env, precision, init)
-    D.barrier(env)
-    return run
-
+# -- model, optimizer, batches --------------------------------------------------------------------------
 
 def build_model(cfg: TrainConfig, classes: list[str], train_set: Subset, spec: PreprocessSpec):
     """The network to train and where its weights came from (ImageNet, a seedlings model, a file, scratch)."""
@@ -219,13 +208,19 @@ def build_model(cfg: TrainConfig, classes: list[str], train_set: Subset, spec: P
         model = create_model(cfg.model, len(classes), pretrained=cfg.pretrained, weights=cfg.weights,
                              drop_path=cfg.drop_path)
         return model, init_record(cfg)
-    from seedlings.data.torchdata import to_model_input
-    from seedlings.models.init_from import load_init
-
     rows = train_set.rows[:256]  # the same images in every process: identical models under torchrun
     batches = [to_model_input(torch.from_numpy(np.asarray(train_set.images[rows[i:i + 64]])), spec)
                for i in range(0, len(rows), 64)]
     return load_init(cfg.init, lambda n: create_model(cfg.model, n, drop_path=cfg.drop_path), classes, batches)
+
+
+def init_record(cfg: TrainConfig) -> dict:
+    """Where the initial weights came from (the model card and model.json say it)."""
+    if cfg.pretrained:
+        return pretrained.WEIGHTS[cfg.model].to_dict()
+    if cfg.weights:
+        return {"kind": "file", "file": Path(cfg.weights).name}
+    return {"kind": "scratch"}
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
@@ -239,130 +234,55 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     return [g for g in ({"params": body, "lr_scale": scale}, {"params": heads, "lr_scale": 1.0}) if g["params"]]
 
 
-def _restore(state, model, ema, optimizer, ctx, env, run):
-    info = state["info"]
-    model.load_state_dict(state["model"])
-    if ema is not None and state["ema"] is not None:
-        ema.module.load_state_dict(state["ema"])
-        ema.steps = int(info.get("ema_steps", 0))
-    optimizer.load_state_dict(state["optim"])
-    ctx["step"] = int(info["step"])
-    log(env, f"resumed {run} from its checkpoint after epoch {info['epoch'] + 1} "
-             f"(best validation micro-F1 so far {info['best']['f1_micro']:.4f})")
-    return int(info["epoch"]) + 1, info["best"]
+def make_loader(cfg: TrainConfig, env: D.DistEnv, train_set: Subset, num_classes: int) -> DataLoader:
+    """Batches of this process's share of the training images: ``batch_size`` is global, split across processes."""
+    per_rank = max(1, cfg.batch_size // env.world_size)
+    dataset = CachedImages(train_set.images, train_set.labels, train_set.rows)
+    if cfg.balance == "sampler":
+        sampler = WeightedDistributedSampler(train_set.labels[train_set.rows], num_classes, env.world_size,
+                                             env.rank, cfg.seed)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+    drop_last = len(sampler) > per_rank
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=0, drop_last=drop_last)
 
 
-def _write_run_header(run: Path, cfg, classes, split, resumed: bool) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    cfg.save(run / "config.yaml")
-    atomic_write_json(run / "classes.json", classes)
-    if split is not None and not (resumed and (run / "split.json").exists()):
-        split.save(run / "split.json")
+def class_weights(cfg: TrainConfig, train_set: Subset, num_classes: int, device: str) -> torch.Tensor | None:
+    """--balance loss: each class's loss weighted by the inverse of its share of the training images."""
+    if cfg.balance != "loss":
+        return None
+    counts = np.bincount(train_set.labels[train_set.rows], minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def _run_epoch(epoch, model, ema, optimizer, loader, ctx, env, train_set, val_set, classes, best, run,
-               progress):
-    cfg = ctx["cfg"]
-    loader.sampler.set_epoch(epoch)
-    t0 = time.perf_counter()
-    total = len(loader) * loader.batch_size * env.world_size
-    with bar(total, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress) as advance:
-        stats = train_one_epoch(model, loader, optimizer, ctx, env, epoch, advance)
-    scored = ema.module if ema is not None else (model.module if hasattr(model, "module") else model)
-    from seedlings.evaluation.metrics import report_from_confusion
-
-    cm, val_loss = evaluate_sharded(scored, val_set.images, val_set.labels, val_set.rows, ctx["spec"], env,
-                                    len(classes), cfg.channels_last)
-    rep = report_from_confusion(cm, classes)
-    row = {"epoch": epoch + 1, **stats, "val_loss": val_loss, "val_acc": rep["accuracy"],
-           "val_f1_micro": rep["f1_micro"], "val_f1_macro": rep["f1_macro"],
-           "epoch_s": time.perf_counter() - t0, "world_size": env.world_size, "precision": ctx["precision"]}
-    improved = rep["f1_micro"] > best["f1_micro"]
-    if improved:
-        best = {"f1_micro": rep["f1_micro"], "f1_macro": rep["f1_macro"], "accuracy": rep["accuracy"],
-                "epoch": epoch + 1}
-    if env.is_main:
-        _save_epoch(run, epoch, row, scored, model, ema, optimizer, ctx, best, improved)
-        log(env, f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}"
-                 f"  val_loss {val_loss:.4f}  val_f1 {rep['f1_micro']:.4f}  {row['epoch_s']:.0f}s"
-                 f"{'  *best*' if improved else ''}")
-    D.barrier(env)
-    return best
+def epoch_line(state: TrainState, row: dict, improved: bool) -> str:
+    return (f"epoch {row['epoch']}/{state.cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}"
+            f"  val_loss {row['val_loss']:.4f}  val_f1 {row['val_f1_micro']:.4f}  {row['epoch_s']:.0f}s"
+            f"{'  *best*' if improved else ''}")
 
 
-def _save_epoch(run, epoch, row, scored, model, ema, optimizer, ctx, best, improved) -> None:
-    if improved:
-        save_weights(run / WEIGHTS, scored.state_dict(), {"epoch": epoch + 1})
-    _append_metrics(run / "metrics.jsonl", row)
-    raw = model.module if hasattr(model, "module") else model
-    save_checkpoint(run / CHECKPOINT, raw, ema, optimizer,
-                    {"epoch": epoch, "step": ctx["step"], "best": best,
-                     "ema_steps": ema.steps if ema is not None else 0})
+# -- finish: calibration, the "not a seedling" detector, model.json, plots ------------------------------
 
-
-def _append_metrics(path: Path, row: dict) -> None:
-    """Rewrite metrics.jsonl atomically, dropping rows of epochs being redone after a resume."""
-    rows = []
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _finish(run, cfg, classes, subsets, spec, best, wall, env, precision, init: dict) -> None:
-    from seedlings.evaluation.calibrate import calibrate_run
-    from seedlings.evaluation.plots import plot_run
-    from seedlings.training import novelty
-
-    train_set, val_set = subsets
+def finish(state: TrainState, wall: float) -> None:
+    """From the best weights: temperature and unknown threshold, the feature-distance detector, report.json,
+    model.json (listing the weight files with their sha256) and the plots."""
+    run, cfg, classes = Path(state.cfg.out), state.cfg, state.classes
     model = create_model(cfg.model, len(classes))
-    from seedlings.models.checkpoint import load_weights
-
     model.load_state_dict(load_weights(run / WEIGHTS))
-    calib, report = calibrate_run(model, val_set, spec, classes)
-    if len(val_set.rows):
-        calib["unknown"].update(novelty.fit_run(model, train_set, val_set, spec, len(classes), run),
-                                method=UNKNOWN_METHOD)
+    calib, report = calibrate_run(model, state.val_set, state.spec, classes)
+    if len(state.val_set.rows):
+        calib["unknown"].update(novelty.fit_run(model, state.train_set, state.val_set, state.spec, len(classes),
+                                                run))
     atomic_write_json(run / "report.json", report)
-    meta = build_model_file(cfg, classes, spec, best, calib, report, init)
-    meta.extra["training"] = training_record(cfg, wall, env, precision, len(train_set.rows), len(val_set.rows))
+    meta = build_model_file(state, calib, report)
+    meta.extra["training"] = training_record(state, wall)
     meta.extra["params"] = sum(p.numel() for p in model.parameters())
     for f in (WEIGHTS, novelty.NOVELTY_FILE):
         if (run / f).is_file():
             meta.record_file(run, f)
     meta.save(run)
     plot_run(run, classes, report)
-    log(env, f"done in {wall / 60:.1f} min: best validation micro-F1 {best['f1_micro']:.4f} "
-             f"(epoch {best['epoch']}); run folder {run}")
-
-
-def init_record(cfg: TrainConfig) -> dict:
-    """Where the initial weights came from (the model card and model.json say it)."""
-    if cfg.pretrained:
-        from seedlings.models.pretrained import WEIGHTS
-
-        return WEIGHTS[cfg.model].to_dict()
-    if cfg.weights:
-        return {"kind": "file", "file": Path(cfg.weights).name}
-    return {"kind": "scratch"}
-
-
-def build_model_file(cfg, classes, spec, best, calib, report, init: dict) -> ModelFile:
-    backbone = resolve_name(cfg.model)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return ModelFile(
-        name=f"seedlings-{backbone.name}", version=now.strftime("%Y.%m.%d.%H%M"), backbone=backbone.name,
-        timm_name=backbone.timm_name, classes=list(classes), preprocess=spec, init=init,
-        calibration=Calibration.from_dict(calib["calibration"], "calibration"),
-        unknown=UnknownRule.from_dict(calib["unknown"], "unknown"),
-        extra={"seedlings_version": __version__, "created": now.isoformat(timespec="seconds"),
-               "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
-                           "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
-                           "best_epoch": best["epoch"], "tta": False}})
-
-
-def training_record(cfg, wall: float, env, precision: str, n_train: int, n_val: int) -> dict:
-    return {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size, "precision": precision,
-            "device": env.device, "n_train": n_train, "n_val": n_val, "data": str(cfg.data),
-            **({"val_data": str(cfg.val_data)} if cfg.val_data else {}), "command": " ".join(sys.argv),
-            "host_cpus": os.cpu_count()}
+    D.log(state.env, f"done in {wall / 60:.1f} min: best validation micro-F1 {state.best['f1_micro']:.4f} "
+                     f"(epoch {state.best['epoch']}); run folder {run}")

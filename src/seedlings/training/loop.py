@@ -1,17 +1,46 @@
-"""One epoch of training, and evaluation sharded across processes with all-reduced results."""
+"""The state of a training run, one epoch of training over it, and validation sharded across processes.
+
+fit.py builds a :class:`TrainState` and calls :func:`train_one_epoch` and :func:`evaluate_sharded`
+once per epoch; everything an epoch reads or changes is a field of the state, nothing else.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
-from seedlings.data.torchdata import augment, normalise, to_model_input
+from seedlings.config import TrainConfig
+from seedlings.data import Subset
+from seedlings.data.torchdata import augment, normalise
+from seedlings.models.predict import predict_logits
+from seedlings.preprocess import PreprocessSpec
 from seedlings.training.distributed import DistEnv, all_reduce_sum
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def choose_precision(requested: str, device: str) -> str:
+    """auto: bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16 (elsewhere bf16 is emulated, slow)."""
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def autocast_context(precision: str, device: str):
@@ -52,45 +81,77 @@ class EMA:
 
 
 def _copy_model(model):
-    import copy
-
     clone = copy.deepcopy(model)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone.eval()
 
 
-def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, advance=None) -> dict:
-    """``ctx`` holds cfg, spec, class weights, ema, step counts, precision and the scaler."""
-    cfg = ctx["cfg"]
-    model.train()
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + env.rank)
+def _best_so_far() -> dict:
+    return {"f1_micro": -1.0, "epoch": -1}
+
+
+@dataclass
+class TrainState:
+    """Everything the epochs of a run read and change.
+
+    The first block is fixed once the run is set up; the last one moves with every step and goes into
+    each checkpoint (with the model, EMA and optimizer tensors), so a resumed run continues exactly.
+    """
+
+    cfg: TrainConfig
+    env: DistEnv
+    spec: PreprocessSpec  # how an image becomes the model's input (model.json carries it)
+    classes: list[str]
+    train_set: Subset
+    val_set: Subset
+    init: dict  # where the initial weights came from (model.json's "init")
+
+    model: torch.nn.Module  # wrapped in DistributedDataParallel under torchrun
+    ema: EMA | None  # the weights that are evaluated and shipped, when on
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    precision: str  # fp32 | bf16 | fp16 (choose_precision's answer to cfg.precision)
+    scaler: torch.amp.GradScaler  # loss scaling; only enabled for fp16
+    class_weights: torch.Tensor | None  # --balance loss
+
+    step: int = 0  # optimizer steps taken: the learning-rate schedule's position
+    epoch: int = 0  # the epoch being trained, from 0
+    best: dict = field(default_factory=_best_so_far)  # validation scores of the best epoch so far
+
+    @property
+    def raw_model(self) -> torch.nn.Module:
+        """The network itself, without its DistributedDataParallel wrapper."""
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    @property
+    def scored_model(self) -> torch.nn.Module:
+        """The weights that are validated, saved as the run's best and shipped: the EMA's when it is on."""
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * len(self.loader)
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.cfg.warmup_epochs * len(self.loader))
+
+
+def train_one_epoch(state: TrainState, advance=None) -> dict:
+    """One pass over this epoch's batches; loss, accuracy and images/s summed over all processes.
+
+    The augmentation generator is seeded from (seed, epoch, rank), so a resumed epoch draws exactly
+    what the killed one drew."""
+    cfg, env = state.cfg, state.env
+    state.model.train()
+    state.loader.sampler.set_epoch(state.epoch)  # a new shuffle per epoch, the same in every process
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch * 1_009 + env.rank)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     start = time.perf_counter()
-    for batch, labels in loader:
-        step = ctx["step"]
-        lr = lr_at(step, ctx["total_steps"], ctx["warmup_steps"], cfg.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        x = normalise(augment(batch.to(env.device, non_blocking=True), cfg.augment, gen), ctx["spec"],
-                      cfg.channels_last)
-        labels = labels.to(env.device)
-        x, partner, lam = mix_batch(x, labels, cfg, gen)
-        with autocast_context(ctx["precision"], env.device):
-            logits = model(x)
-            loss = _loss(logits, labels, ctx)
-            if lam < 1:
-                loss = lam * loss + (1 - lam) * _loss(logits, partner, ctx)
-        optimizer.zero_grad(set_to_none=True)
-        ctx["scaler"].scale(loss).backward()
-        if cfg.grad_clip:
-            ctx["scaler"].unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        ctx["scaler"].step(optimizer)
-        ctx["scaler"].update()
-        if ctx["ema"] is not None:
-            ctx["ema"].update(_unwrap(model))
-        ctx["step"] = step + 1
+    for batch, labels in state.loader:
+        lr = _set_learning_rate(state)
+        loss, logits, labels = _train_step(state, batch, labels, gen)
         n = len(labels)
         totals += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n],
                                dtype=torch.float64)
@@ -102,9 +163,43 @@ def train_one_epoch(model, loader, optimizer, ctx, env: DistEnv, epoch: int, adv
             "lr": lr, "train_images_per_s": float(totals[2] / elapsed)}
 
 
-def _loss(logits, labels, ctx):
-    return F.cross_entropy(logits.float(), labels, weight=ctx["class_weights"],
-                           label_smoothing=ctx["cfg"].label_smoothing)
+def _set_learning_rate(state: TrainState) -> float:
+    """The schedule's rate for this step; each parameter group takes it times its ``lr_scale``."""
+    lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.cfg.lr)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
+
+
+def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, gen: torch.Generator):
+    """Augment and mix on the device, forward under autocast, backward through the scaler, clip, step,
+    update the EMA. Returns the loss, the logits and the labels on the device."""
+    cfg, env = state.cfg, state.env
+    x = normalise(augment(batch.to(env.device, non_blocking=True), cfg.augment, gen), state.spec,
+                  cfg.channels_last)
+    labels = labels.to(env.device)
+    x, partner, lam = mix_batch(x, labels, cfg, gen)
+    with autocast_context(state.precision, env.device):
+        logits = state.model(x)
+        loss = _loss(logits, labels, state)
+        if lam < 1:
+            loss = lam * loss + (1 - lam) * _loss(logits, partner, state)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    if state.ema is not None:
+        state.ema.update(state.raw_model)
+    state.step += 1
+    return loss, logits, labels
+
+
+def _loss(logits, labels, state: TrainState):
+    return F.cross_entropy(logits.float(), labels, weight=state.class_weights,
+                           label_smoothing=state.cfg.label_smoothing)
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg, gen: torch.Generator):
@@ -130,42 +225,21 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg, gen: torch.Generator):
     return x, labels[perm], lam
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
-@torch.no_grad()
-def predict_logits(model, images: np.ndarray, rows: np.ndarray, spec, device: str = "cpu",
-                   batch_size: int = 128, tta: bool = False, channels_last: bool = False) -> np.ndarray:
-    """Logits for the given cache rows (eval transform; mean of the 8 dihedral views with ``tta``)."""
-    model.eval()
-    out = []
-    for i in range(0, len(rows), batch_size):
-        batch = torch.from_numpy(np.stack([images[r] for r in rows[i:i + batch_size]]))
-        x = to_model_input(batch, spec, channels_last).to(device)
-        if not tta:
-            out.append(model(x).float().cpu())
-            continue
-        views = [torch.rot90(xf, k, dims=(2, 3)) for xf in (x, x.flip(3)) for k in range(4)]
-        probs = torch.stack([model(v).float().softmax(1) for v in views]).mean(0)
-        out.append(probs.clamp_min(1e-12).log().cpu())  # log of mean probability, used as logits
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return torch.cat(out).numpy()
-
-
-def evaluate_sharded(model, images, labels, rows, spec, env: DistEnv, num_classes: int,
-                     channels_last: bool = False) -> tuple[np.ndarray, float]:
-    """Confusion matrix and mean loss over ``rows``; each process takes every world-size-th row."""
-    mine = rows[env.rank::env.world_size]
-    logits = predict_logits(model, images, mine, spec, env.device, channels_last=channels_last)
+def evaluate_sharded(state: TrainState) -> tuple[np.ndarray, float]:
+    """Confusion matrix and mean loss of the scored model over the validation rows. Each process takes
+    every world-size-th row and the sums are all-reduced, so every process gets the whole split's score."""
+    env, val = state.env, state.val_set
+    mine = val.rows[env.rank::env.world_size]
+    logits = predict_logits(state.scored_model, val.images, mine, state.spec, env.device,
+                            channels_last=state.cfg.channels_last)
+    num_classes = len(state.classes)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss_sum = torch.zeros(1, dtype=torch.float64)
     if len(mine):
-        y = torch.from_numpy(labels[mine])
+        y = torch.from_numpy(val.labels[mine])
         lt = torch.from_numpy(logits)
         loss_sum += F.cross_entropy(lt, y, reduction="sum").item()
         cm.index_put_((y, lt.argmax(1)), torch.ones(len(y), dtype=torch.float64), accumulate=True)
     all_reduce_sum(cm, env)
     all_reduce_sum(loss_sum, env)
-    return cm.numpy().astype(np.int64), float(loss_sum.item() / max(1, len(rows)))
+    return cm.numpy().astype(np.int64), float(loss_sum.item() / max(1, len(val.rows)))
