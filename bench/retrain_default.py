@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from seedlings.artifact import ModelFile
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 
 
@@ -75,14 +77,14 @@ def main() -> None:
     wall = time.perf_counter() - start
     rates = []
     for run in runs:
-        meta = json.loads((run / "model.json").read_text())
+        metrics = ModelFile.load(run).metrics
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         rates.append(sum(r["train_images_per_s"] for r in rows) / len(rows))
-        print(f"{run.name}: validation micro-F1 {meta['metrics']['f1_micro']:.4f} (best epoch "
-              f"{meta['metrics']['best_epoch']}/{len(rows)}); {rates[-1]:.1f} images/s; "
+        print(f"{run.name}: validation micro-F1 {metrics['f1_micro']:.4f} (best epoch "
+              f"{metrics['best_epoch']}/{len(rows)}); {rates[-1]:.1f} images/s; "
               f"{sum(r['epoch_s'] for r in rows) / len(rows):.0f} s per epoch")
-    meta = json.loads((model / "model.json").read_text())
-    print(f"model: validation micro-F1 {meta['metrics']['f1_micro']:.4f} (n = {meta['metrics']['n']}); "
+    metrics = ModelFile.load(model).metrics
+    print(f"model: validation micro-F1 {metrics['f1_micro']:.4f} (n = {metrics['n']}); "
           f"{(model / 'model.onnx').stat().st_size / 1e6:.1f} MB")
     print(f"wall time {wall / 60:.1f} min ({trained / 60:.1f} min training); "
           f"training {sum(rates):.1f} images/s in all")
