@@ -12,6 +12,9 @@ and three runs start from
   12 species, so it shows what starting from a related seedlings model gives);
 * ``scratch``:   EfficientNet-Lite0 from random weights, same recipe and epochs as ``imagenet``.
 
+All three use the fine-tuning recipe's augmentation (quarter turns and flips), given in a config
+file, so that only the starting weights differ.
+
 Small sets train for more epochs at a smaller batch so that every run takes about the same number
 of steps. The folders are symbolic links in a temporary directory (no image is copied). The
 ``all`` column comes from full runs given with ``--all-runs`` (their model.json). Prints a table
@@ -73,9 +76,21 @@ def schedule(n_images: int) -> tuple[int, int]:
     return batch, max(8, min(40, round(100 / steps_per_epoch)))
 
 
+def recipe_file(work: Path) -> Path:
+    """The fine-tuning recipe's augmentation as a config file, for every start alike."""
+    import yaml
+
+    from seedlings.config import FINETUNE
+
+    path = work / "augment.yaml"
+    path.write_text(yaml.safe_dump({"augment": FINETUNE["augment"]}))
+    return path
+
+
 def train(init: str, folder: Path, val: Path, out: Path, image_size: int, n_images: int) -> dict:
     batch, epochs = schedule(n_images)
     cmd = [sys.executable, "-m", "seedlings", "train", "--data", str(folder), "--val-data", str(val),
+           "--config", str(recipe_file(folder.parent)),
            "--out", str(out), "--image-size", str(image_size), "--batch-size", str(batch), "--epochs", str(epochs),
            "--lr", "1e-3", "--warmup-epochs", "1", "--ema-decay", "0.99", "--seed", "0", *INITS[init]]
     start = time.perf_counter()

@@ -28,6 +28,10 @@ def test_models_lists_params_and_flops():
     assert {"xception", "inception_v3", "resnet50", "vgg16", "mobilenetv2", "resnet10t"} <= set(by_name)
     assert 20 < by_name["resnet50"]["params_m"] < 30 and by_name["resnet50"]["gflops"] > 0.5
     assert by_name["resnet10t"]["default"] and not by_name["resnet10t_s2d"]["default"]
+    assert {n for n, r in by_name.items() if r["imagenet"]} == {"efficientnet_lite0", "efficientnet_lite1",
+                                                                 "efficientnet_lite2"}
+    table = run("models", "--image-size", "64").stdout
+    assert "ImageNet weights" in table and "local" in table
 
 
 def test_usage_and_data_errors(tmp_path):

@@ -25,9 +25,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print_table(f"Backbones (12 classes, {args.image_size}px)",
-                ["name", "family", "params (M)", "GFLOPs", "timm", "note"],
-                [[r["name"] + (" *" if r["default"] else ""), r["family"], f"{r['params_m']:.2f}",
-                  f"{r['gflops']:.2f}", r["timm"], r["note"]] for r in rows])
+                ["name", "family", "ImageNet weights", "params (M)", "GFLOPs", "timm", "note"],
+                [[r["name"] + (" *" if r["default"] else ""), r["family"], "local" if r["imagenet"] else "–",
+                  f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", r["timm"], r["note"]] for r in rows])
+    print("* the from-scratch default. 'local': `train --model NAME --pretrained` starts from ImageNet weights "
+          "installed with the train extra (no download)")
     return 0
 
 
