@@ -6,7 +6,10 @@ MODEL: finished run folders or exported model folders, all trained on --data wit
 validation split (each is scored on its own split, and the script refuses splits that differ).
 Prints each model's errors, the images that all of them misclassify, and how many errors a
 given micro-F1 target allows on that split: if every model already misses that many images,
-averaging them cannot reach the target.
+averaging them cannot reach the target. Also the micro-F1 of the mean of all the models'
+calibrated probabilities (each model sees the images at its own size and normalisation, so
+models of different backbones and image sizes can be averaged here, where `seedlings export`
+ensembles only models that share their preprocessing).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import csv
 import sys
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from seedlings.api import load_model
 from seedlings.evaluation.report import evaluate, misclassified
@@ -33,10 +38,13 @@ def main() -> None:
                                              "that at least one model misclassifies")
     args = ap.parse_args()
 
-    wrong, scored = {}, None
+    wrong, scored, probs = {}, None, []
     for path in args.models:
         report = evaluate(load_model(path), args.data, progress=False)
         files = sorted(report["_files"])
+        order = np.argsort(report["_files"])
+        probs.append(report["_probs"][order])
+        labels = np.asarray(report["_labels"])[order]
         if scored is not None and files != scored:
             sys.exit(f"{path}: scored on a different set of images ({report['scope']}) than {args.models[0]}; "
                      "compare models that share one validation split")
@@ -59,6 +67,9 @@ def main() -> None:
     print(f"images misclassified by at least one model: {len(counts)}; by all of them: {len(in_all)}")
     print(f"micro-F1 {args.target} on these {n} images allows {allowed} errors; the shared errors alone give at "
           f"most {(n - len(in_all)) / n:.4f}")
+    mean_pred = np.mean(probs, axis=0).argmax(1)
+    print(f"mean of the {len(probs)} models' probabilities: micro-F1 {(mean_pred == labels).mean():.4f} "
+          f"({int((mean_pred != labels).sum())} errors)")
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             out = csv.writer(fh)
