@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from seedlings.artifact import ModelFile  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src" / "seedlings" / "default_model"
 INITS = {"imagenet": ["--pretrained"], "seedlings": ["--init", str(DEFAULT_MODEL)],
@@ -41,7 +44,6 @@ INITS = {"imagenet": ["--pretrained"], "seedlings": ["--init", str(DEFAULT_MODEL
 
 def split_folders(data: Path, shots: list[int], work: Path) -> tuple[Path, dict[int, Path]]:
     """The validation folder and one training folder per k, as symlinks into ``data``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from seedlings.data import index_folder, stratified_split
 
     index = index_folder(data)
@@ -96,8 +98,7 @@ def train(init: str, folder: Path, val: Path, out: Path, image_size: int, n_imag
     start = time.perf_counter()
     with open(f"{out}.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=log)
-    meta = json.loads((out / "model.json").read_text())
-    return {"f1_micro": meta["metrics"]["f1_micro"], "epochs": epochs, "batch": batch,
+    return {"f1_micro": ModelFile.load(out).metrics["f1_micro"], "epochs": epochs, "batch": batch,
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
@@ -110,7 +111,7 @@ def plot(results: dict, shots: list, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for init, row in results.items():
         xs = [k for k in shots if str(k) in row]
-        ax.plot(range(len(xs)), [row[str(k)]["f1_micro"] for k in xs], marker="o", label=init)
+        ax.plot([shots.index(k) for k in xs], [row[str(k)]["f1_micro"] for k in xs], marker="o", label=init)
     ax.set_xticks(range(len(shots)), [str(k) for k in shots])
     ax.set_xlabel("training images per species")
     ax.set_ylabel("validation micro-F1 (603 images)")
@@ -129,6 +130,8 @@ def main() -> None:
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 50])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: tabulate and plot the runs already in --out (an interrupted study)")
     ap.add_argument("--all-runs", nargs="*", default=[], metavar="INIT=RUN",
                     help="finished full-data runs (or model folders) for the 'all' column")
     args = ap.parse_args()
@@ -141,13 +144,20 @@ def main() -> None:
         for k, folder in folders.items():
             n = sum(1 for _ in folder.rglob("*.png"))
             for init in args.inits:
-                results[init][str(k)] = r = train(init, folder, val, args.out / f"{init}-{k}", args.image_size, n)
+                run = args.out / f"{init}-{k}"
+                if (run / "model.json").is_file():  # finished earlier: a study resumes where it stopped
+                    results[init][str(k)] = r = {"f1_micro": ModelFile.load(run).metrics["f1_micro"],
+                                                 **dict(zip(("batch", "epochs"), schedule(n))), "wall_s": 0.0}
+                elif args.report_only:
+                    continue
+                else:
+                    results[init][str(k)] = r = train(init, folder, val, run, args.image_size, n)
                 print(f"{init:10s} {k:>4} per species: micro-F1 {r['f1_micro']:.4f} ({r['epochs']} epochs, batch "
                       f"{r['batch']}, {r['wall_s'] / 60:.1f} min)", flush=True)
     for spec in args.all_runs:
         init, run = spec.split("=", 1)
-        meta = json.loads((Path(run) / "model.json").read_text())
-        results.setdefault(init, {})["all"] = {"f1_micro": meta["metrics"]["f1_micro"], "run": Path(run).name}
+        results.setdefault(init, {})["all"] = {"f1_micro": ModelFile.load(run).metrics["f1_micro"],
+                                               "run": Path(run).name}
     shots = [*args.shots, *(["all"] if args.all_runs else [])]
     (args.out / "learning_curve.json").write_text(json.dumps(results, indent=2))
     plot(results, shots, args.out / "learning_curve.png")
