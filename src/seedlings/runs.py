@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seedlings.artifact import ModelFile
-from seedlings.config import TrainConfig, load_yaml
+from seedlings.config import TrainConfig, load_yaml, resolve
 from seedlings.errors import SeedlingsError, UsageError
 from seedlings.evaluation.plots import figures, save_png
 from seedlings.fileio import atomic_write_text
@@ -248,6 +248,14 @@ def sweep_item(
     from seedlings.training.fit import train  # lazy: `runs compare` works without the train extra
 
     # A Job may restart this pod: resume from the run's checkpoint rather than start over.
-    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides}, where=f"{experiments}[{index}]")
-    train(config, resume=True)
+    train(sweep_config(overrides, f"{experiments}[{index}]"), resume=True)
     return 0
+
+
+def sweep_config(overrides: dict, where: str) -> TrainConfig:
+    """An experiment's settings resolved as `seedlings train` resolves flags (`pretrained: true` selects
+    the fine-tuning recipe)."""
+    try:
+        return resolve(None, overrides)
+    except SeedlingsError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc

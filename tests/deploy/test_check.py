@@ -240,15 +240,17 @@ def test_index_patches_are_refused(tmp_path):
 def test_sweep_trains_what_train_would(experiments):
     """sweep-item's config of each experiment equals `seedlings train`'s for the same settings (recipe included)."""
     pytest.importorskip("torch")
-    from seedlings.config import TrainConfig, resolve
-    from seedlings.runs import experiment_overrides, load_experiment
+    from seedlings.config import FINETUNE, resolve
+    from seedlings.runs import experiment_overrides, load_experiment, sweep_config
 
     path = str(REPO / "deploy" / "k8s" / experiments)
     n = len(yaml.safe_load(open(path))["experiments"])
     for i in range(n):
         overrides = experiment_overrides(load_experiment(path, i), "/runs", "/data")
-        swept = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})  # what runs.sweep_item trains
+        swept = sweep_config(dict(overrides), f"{path}[{i}]")  # what runs.sweep_item trains
         assert swept.to_dict() == resolve(None, overrides).to_dict(), f"experiment {i} of {experiments}"
+        if overrides.get("pretrained"):
+            assert (swept.model, swept.epochs) == (FINETUNE["model"], FINETUNE["epochs"])
 
 
 @pytest.mark.parametrize("overlay", ["dev", "production"])
