@@ -25,7 +25,7 @@ def test_metrics_port_moves_metrics_off_the_main_port(start_server):
 
 
 def test_model_card_shows_no_build_machine_paths(start_server):
-    """The packaged model's model.json holds /work/... paths (made before export wrote relative ones)."""
+    """The packaged model's model.json held absolute paths (made before export wrote relative ones)."""
     from seedlings.inference import DEFAULT_MODEL_DIR
 
     shipped = (DEFAULT_MODEL_DIR / "model.json").read_text()
@@ -37,12 +37,12 @@ def test_model_card_shows_no_build_machine_paths(start_server):
 
 
 def test_paths_are_cut_to_their_last_component():
-    meta = {"training": {"command": "/work/main/src/seedlings/__main__.py train --data /data/plants/train "
-                                    "--out /work/runs/r64", "data": "C:\\Users\\me\\plants"},
-            "export": {"parity_images": "64 validation images of /work/shared/data/train"},
+    meta = {"training": {"command": "/home/me/seedlings/src/seedlings/__main__.py train --data /data/plants/train "
+                                    "--out /home/me/runs/r64", "data": "C:\\Users\\me\\plants"},
+            "export": {"parity_images": "64 validation images of /home/me/data/train"},
             "links": ["https://example.com/a/b", "ratio 1/2"], "n": 3}
     out = public_meta(meta)
     assert out["training"]["command"] == "__main__.py train --data train --out r64"
     assert out["training"]["data"] == "plants" and out["export"]["parity_images"].endswith("of train")
     assert out["links"] == meta["links"] and out["n"] == 3
-    assert "/work" not in json.dumps(out)
+    assert "/home/me" not in json.dumps(out)

@@ -3,7 +3,7 @@
 Model folders made before paths were recorded relative to the run hold the trainer's absolute paths
 (data folder, source tree, run folder) in reports such as ``training.command`` or
 ``export.parity_images``. They say nothing to a user and tell an attacker about the build machine,
-so every absolute path in a string is cut to its last component: ``/work/shared/data/train`` → ``train``.
+so every absolute path in a string is cut to its last component: ``/home/me/data/train`` → ``train``.
 """
 
 from __future__ import annotations
