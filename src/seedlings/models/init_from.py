@@ -21,7 +21,6 @@ import torch
 
 from seedlings.artifact import ModelFile
 from seedlings.errors import SeedlingsError
-from seedlings.models.registry import init_backbone  # noqa: F401  (torch-free, so config.py can import it)
 
 PARITY_TOLERANCE = 1e-3  # max |Δprob| between the rebuilt network and the ONNX graph
 
