@@ -285,7 +285,7 @@ def test_train_image_ships_the_imagenet_weights():
     stages = _dockerfile_stages()
     assert "requirements.py train <" in stages["requirements"]
     assert "train.txt" in stages["train-deps"] and stages["train"].startswith("train-deps AS train")
-    assert "sha256_of(package_file(e))" in stages["train"]  # the build fails on a missing or altered file
+    assert "sha256_file(package_file(e))" in stages["train"]  # the build fails on a missing or altered file
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     for entry in WEIGHTS.values():
         assert f"{entry.package}=={entry.version}" in extra

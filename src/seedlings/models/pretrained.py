@@ -9,12 +9,12 @@ cache, which is what later runs load.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
 from seedlings.errors import SeedlingsError, missing_extra
+from seedlings.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,6 @@ def package_file(entry: WeightsPackage) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def map_by_position(source: dict, target: dict, where: str) -> dict:
     """``source``'s tensors under ``target``'s names, in order, each shape checked.
 
@@ -132,7 +124,7 @@ def imagenet_state(backbone: str, reference: dict, cache_root: Path | None = Non
         except Exception:  # a damaged cache entry is rebuilt from the verified package below
             pass
     path = package_file(entry)
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != entry.sha256:
         raise SeedlingsError(f"--pretrained: {path} has sha256 {digest[:16]}…, expected {entry.sha256[:16]}… "
                              f"for {entry.package} {entry.version}; the file was altered. Refusing to load it; "
