@@ -40,7 +40,8 @@ from seedlings.preprocess import INTERPOLATIONS, PreprocessSpec
 
 FORMAT = 1
 MODEL_JSON = "model.json"
-UNKNOWN_METHOD = "max_probability+feature_distance"
+UNKNOWN_METHOD = "max_probability+mahalanobis+cosine"  # models/novelty.py
+LEGACY_DISTANCE_METHOD = "max_probability+feature_distance"  # files fitted before the cosine distance
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CORE = ("format", "name", "version", "backbone", "timm_name", "classes", "preprocess", "image_size",
          "calibration", "unknown", "files", "init")
@@ -83,7 +84,7 @@ class UnknownRule:
     def from_dict(cls, d, where: str) -> UnknownRule:
         d = _mapping(d, where)
         dist = d.get("distance_threshold")
-        method = d.get("method", UNKNOWN_METHOD if dist is not None else "max_probability")
+        method = d.get("method", LEGACY_DISTANCE_METHOD if dist is not None else "max_probability")
         if not isinstance(method, str):
             raise ModelFileError(f"{where}.method: expected a string, got {method!r}")
         return cls(threshold=_number(d.get("threshold", 0.0), f"{where}.threshold", 0.0, 1.0),

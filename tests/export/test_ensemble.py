@@ -44,7 +44,7 @@ def test_ensemble_model_json_describes_members_scores_and_unknown(ensemble_dir, 
     assert meta["name"] == "seedlings-resnet10t-ensemble2"
     assert [m["seed"] for m in meta["ensemble"]["members"]] == [0, 7]
     assert meta["metrics"]["n"] == len(json.loads((trained_run / "split.json").read_text())["val"])
-    assert meta["unknown"]["method"] == "max_probability+feature_distance"
+    assert meta["unknown"]["method"] == "max_probability+mahalanobis+cosine"
     assert meta["unknown"]["distance_threshold"] > 0 and 0 < meta["calibration"]["temperature"]
     assert meta["export"]["outputs"] == ["logits", "distance"]
     assert meta["export"]["fp32_parity_max_abs_dprob"] < 1e-4

@@ -33,7 +33,7 @@ def test_training_and_export_ship_the_detector(trained_run, exported_model):
 
     meta = json.loads((trained_run / "model.json").read_text())
     assert (trained_run / novelty.NOVELTY_FILE).is_file() and novelty.NOVELTY_FILE in meta["files"]
-    assert meta["unknown"]["method"] == "max_probability+feature_distance"
+    assert meta["unknown"]["method"] == "max_probability+mahalanobis+cosine"
     assert meta["unknown"]["distance_threshold"] > 0
     outputs = [o.name for o in ort.InferenceSession(str(exported_model / "model.onnx")).get_outputs()]
     assert outputs == ["logits", "distance"]
@@ -91,7 +91,7 @@ def test_export_fits_the_detector_for_a_run_trained_before_it(trained_run, tmp_p
     assert (run / "model.json").read_bytes() == before and not (run / novelty.NOVELTY_FILE).exists()
     exported = load_model(out)
     assert exported.backend_name == "onnx" and exported.file.unknown.distance_threshold > 0
-    assert exported.file.unknown.method == "max_probability+feature_distance"
+    assert exported.file.unknown.method == "max_probability+mahalanobis+cosine"
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     assert exported.assess(images)[1] is not None and load_model(run).assess(images)[1] is None
 

@@ -68,3 +68,86 @@ def test_the_module_returns_the_models_logits_and_the_numpy_distance():
         assert torch.allclose(logits, model(x), atol=1e-5)
     want = novelty.distances(centres, whiten, feats)
     assert np.allclose(dist.numpy(), want, rtol=1e-3, atol=1e-2)
+
+
+def test_cosine_distance_catches_what_mahalanobis_misses():
+    """A class that spreads widely along its own features (plants show them more or less strongly) makes
+    Mahalanobis forgive a weak, unspecific activation of everything; its direction gives it away."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 400)
+    strength = np.abs(rng.normal(3, 1.5, 400))
+    feats = np.abs(rng.normal(0, 0.1, (400, 6)))
+    feats[labels == 0, 0:2] += strength[labels == 0, None]
+    feats[labels == 1, 2:4] += strength[labels == 1, None]
+    probe = np.full((1, 6), 0.3)
+    centres, whiten = novelty.fit(feats, labels, 2)
+    directions = novelty.fit_directions(feats, labels, 2)
+    maha, cos = novelty.distances(centres, whiten, feats), novelty.cosine_distances(directions, feats)
+    assert novelty.distances(centres, whiten, probe)[0] < np.quantile(maha, 0.99)  # Mahalanobis lets it in
+    assert novelty.cosine_distances(directions, probe)[0] > 2 * np.quantile(cos, 0.99)  # the cosine does not
+    scales = np.array([np.quantile(maha, 0.99), np.quantile(cos, 0.99)])
+    assert novelty.combined(centres, whiten, directions, scales, probe)[0] > 2  # nor does the larger of the two
+
+
+def test_cosine_distance_is_zero_on_a_class_direction_and_ignores_scale():
+    feats = np.array([[4.0, 0, 0], [9.0, 0, 0], [0, 1.0, 0], [0, 16.0, 0]])
+    directions = novelty.fit_directions(feats, np.array([0, 0, 1, 1]), 3)  # class 2: no images
+    assert np.allclose(directions, [[1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    got = novelty.cosine_distances(directions, np.array([[100.0, 0, 0], [0, 0, 5.0], [1.0, 1.0, 0]]))
+    assert np.allclose(got, [0.0, 1.0, 1 - np.sqrt(0.5)])
+
+
+def test_fitted_file_gives_the_larger_scaled_distance_in_the_graph(tmp_path):
+    """fit_run → novelty.safetensors → wrap: the module's output is max(Mahalanobis / s₀, cosine / s₁) with
+    the scales and threshold set on validation, and a file without ``directions`` keeps the old output."""
+    from types import SimpleNamespace
+
+    from seedlings.artifact import Calibration, UnknownRule
+    from seedlings.models import create_model
+    from seedlings.preprocess import PreprocessSpec
+
+    torch.manual_seed(0)
+    model = create_model("resnet10t", 3).eval()
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (140, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(140) % 3
+    train = SimpleNamespace(images=images, labels=labels, rows=np.arange(40))
+    val = SimpleNamespace(images=images, labels=labels, rows=np.arange(40, 140))
+    spec = PreprocessSpec(image_size=32)
+    info = novelty.fit_run(model, train, val, spec, 3, tmp_path, calibration=Calibration(),
+                           rule=UnknownRule(threshold=0.0))  # max probability flags nothing: 3 of 100 left
+    assert info["method"] == "max_probability+mahalanobis+cosine"
+    assert info["false_reject_validation_total"] == info["distance_false_reject_validation"] == 0.03
+    wrapped = novelty.wrap(model, tmp_path)
+    feats = novelty.features(model, images, np.arange(40, 140), spec)
+    with torch.no_grad():
+        _, dist = wrapped(torch.from_numpy(np.stack([novelty_input(images[r], spec) for r in range(40, 140)])))
+    from safetensors.numpy import load_file
+
+    t = {k: v.astype(np.float64) for k, v in load_file(str(tmp_path / novelty.NOVELTY_FILE)).items()}
+    want = novelty.combined(t["centres"], t["whiten"], t["directions"], t["scales"], feats)
+    assert np.allclose(dist.numpy(), want, rtol=1e-3, atol=1e-3)
+    assert np.isclose(np.sort(want)[-4], info["distance_threshold"], rtol=1e-3)  # 3 of 100 above it
+    legacy = novelty.WithDistance(model, torch.from_numpy(t["centres"]), torch.from_numpy(t["whiten"])).eval()
+    with torch.no_grad():
+        _, old = legacy(torch.from_numpy(np.stack([novelty_input(images[r], spec) for r in range(40, 140)])))
+    assert np.allclose(old.numpy(), novelty.distances(t["centres"], t["whiten"], feats), rtol=1e-3, atol=1e-2)
+
+
+def test_the_distance_gets_what_max_probability_leaves_of_the_budget():
+    val = np.arange(100, dtype=float)  # distances 0…99
+    unsure = np.zeros(100, bool)
+    assert novelty.budget_threshold(val, unsure, 0.03) == 96  # 97, 98, 99 above it
+    unsure[[99, 10]] = True  # max probability already flags two (one of them also far)
+    thr = novelty.budget_threshold(val, unsure, 0.03)
+    assert (unsure | (val > thr)).sum() == 3 and thr == 97
+    unsure[:5] = True  # more than the budget: the distance flags only what is further than every other image
+    thr = novelty.budget_threshold(val, unsure, 0.03)
+    assert not (val[~unsure] > thr).any()
+    assert novelty.budget_threshold(np.zeros(0), np.zeros(0, bool)) == float("inf")
+
+
+def novelty_input(image: np.ndarray, spec) -> np.ndarray:
+    from seedlings.preprocess import normalize
+
+    return normalize(image[None], spec)[0]

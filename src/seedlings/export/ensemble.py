@@ -82,7 +82,9 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
     log(f"ensemble of {len(runs)}: validation micro-F1 {report['f1_micro']:.4f} (members: "
         + ", ".join(f"{m.metrics['f1_micro']:.4f}" for m in files) + ")")
     with tempfile.TemporaryDirectory(prefix="seedlings-ensemble-") as work:
-        distance = novelty.fit_run(ensemble, train_set, val_set, spec, len(classes), Path(work))
+        distance = novelty.fit_run(ensemble, train_set, val_set, spec, len(classes), Path(work),
+                                   calibration=Calibration.from_dict(calib["calibration"], "calibration"),
+                                   rule=UnknownRule.from_dict(calib["unknown"], "unknown"))
         graph = novelty.wrap(ensemble, Path(work))
     unknown = UnknownRule.from_dict({**calib["unknown"], **distance}, "unknown")
     model_file = ensemble_file(runs, files, report, Calibration.from_dict(calib["calibration"], "calibration"),

@@ -1,13 +1,25 @@
-""""Not a seedling": Mahalanobis distance of an image's features to the nearest species.
+""""Not a seedling": how far an image's features are from the nearest species, by two distances.
 
 The classifier's confidence alone cannot tell a seedling from a photo of something else: on
 generated noise, flat colours or text the max probability is often high (measured: 93 % of such
 images passed the max-probability threshold). The pooled features before the classifier head
 say more: real seedlings sit near one of the 12 class means, other images far from all of them.
 
-Fitted on the training images of the run (class means and one shared covariance); the threshold
-is set on the validation images so that a known share of real seedlings is flagged. The distance
-is computed inside the exported ONNX graph, as its second output, so serving needs no torch.
+Two distances, because neither works for every backbone (docs/MODEL_CARD.md, "unknown" table):
+
+- **Mahalanobis**: class means and one shared, shrunk covariance. Alone it flags every generated
+  probe for the from-scratch ResNet, but passes all noise images for ImageNet-pretrained
+  EfficientNet-Lite, whose 1,280 features vary most in the directions noise moves them.
+- **Cosine** of the signed square root of the features (the Hellinger trick: it damps the few
+  large activations) to each class's mean direction. It catches the Lite model's noise and text,
+  but not the ResNet's text images.
+
+Each is divided by its own 99th percentile on the validation images, so both are in the same units
+(1 = as far as the farthest 1 % of real seedlings); the image's distance is the larger of the two.
+Fitted on the training images of the run; the threshold is set on the validation images so that a
+known share of real seedlings is flagged. The distance is computed inside the exported ONNX graph,
+as its second output, so serving needs no torch. Files fitted before the cosine distance existed
+(no ``directions`` tensor) give the Mahalanobis distance alone, as they always did.
 """
 
 from __future__ import annotations
@@ -18,30 +30,46 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from seedlings.artifact import UNKNOWN_METHOD
+from seedlings.artifact import UNKNOWN_METHOD, Calibration, UnknownRule
 from seedlings.fileio import atomic_write
 from seedlings.models.ensemble import features_and_logits
 from seedlings.models.predict import predict_logits
 
 NOVELTY_FILE = "novelty.safetensors"
-FALSE_REJECT = 0.01  # share of real validation images the distance flag may flag
+TOTAL_FALSE_REJECT = 0.03  # share of real validation images the whole unknown rule may flag: the distance
+# gets what the max-probability rule (evaluation/calibrate.py, 1 %) leaves of it
+SCALE_QUANTILE = 0.99  # each distance is divided by this quantile of its validation values
 SHRINK = 0.05  # covariance shrinkage towards its mean variance: 3,400 images for 512 dimensions
 
 
 class WithDistance(torch.nn.Module):
-    """A timm classifier (or an Ensemble) that also returns each image's squared distance to the nearest class."""
+    """A timm classifier (or an Ensemble) that also returns each image's distance to the nearest class:
+    the larger of the scaled Mahalanobis and cosine distances, or (without ``directions``) the squared
+    Mahalanobis distance alone, as files fitted before the cosine distance define it."""
 
-    def __init__(self, model: torch.nn.Module, centres: torch.Tensor, whiten: torch.Tensor):
+    def __init__(self, model: torch.nn.Module, centres: torch.Tensor, whiten: torch.Tensor,
+                 directions: torch.Tensor | None = None, scales: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.register_buffer("centres", centres.float())  # class means, whitened: C × D
         self.register_buffer("whiten", whiten.float())  # D × D, with whiten @ whiten.T = Σ⁻¹
+        self.cosine = directions is not None
+        if self.cosine:
+            self.register_buffer("directions", directions.float())  # unit class directions of signed-√ features
+            self.register_buffer("scales", scales.float())  # (Mahalanobis, cosine) validation quantiles
 
     def forward(self, x):
         feats, logits = features_and_logits(self.model, x)
-        z = feats.float() @ self.whiten
+        feats = feats.float()
+        z = feats @ self.whiten
         d = (z * z).sum(1, keepdim=True) - 2 * z @ self.centres.T + (self.centres * self.centres).sum(1)
-        return logits, d.min(1).values.clamp_min(0)
+        maha = d.min(1).values.clamp_min(0)
+        if not self.cosine:
+            return logits, maha
+        root = feats.sign() * feats.abs().sqrt()
+        root = root / root.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        cos = (1 - (root @ self.directions.T).max(1).values).clamp_min(0)
+        return logits, torch.maximum(maha / self.scales[0], cos / self.scales[1])
 
 
 def pooled_features(model, x):
@@ -58,9 +86,24 @@ class _PooledFeatures(torch.nn.Module):
         return pooled_features(self.model, x)
 
 
+class _FeaturesAndLogits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.cat(features_and_logits(self.model, x), dim=1)
+
+
 def features(model, images: np.ndarray, rows: np.ndarray, spec) -> np.ndarray:
     """Pooled pre-classifier features (eval transform) of the given cache rows."""
     return predict_logits(_PooledFeatures(model), images, rows, spec).astype(np.float64)
+
+
+def features_logits(model, images: np.ndarray, rows: np.ndarray, spec, num_classes: int):
+    """Features and logits of the given cache rows in one pass."""
+    both = predict_logits(_FeaturesAndLogits(model), images, rows, spec).astype(np.float64)
+    return both[:, :-num_classes], both[:, -num_classes:]
 
 
 def fit(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,22 +121,75 @@ def fit(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> 
 
 
 def distances(centres: np.ndarray, whiten: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance to the nearest class."""
     z = feats @ whiten
     return ((z[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
 
 
-def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path) -> dict:
-    """Fit on the run's training images, set the threshold on its validation images, save the file."""
+def _signed_root(feats: np.ndarray) -> np.ndarray:
+    root = np.sign(feats) * np.sqrt(np.abs(feats))
+    return root / np.maximum(np.linalg.norm(root, axis=1, keepdims=True), 1e-12)
+
+
+def fit_directions(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Unit mean direction of each class's signed-√ features (C × D); a class without images points nowhere
+    (a zero row: cosine 0, distance 1, so it is never nearer than a real class)."""
+    root = _signed_root(train_feats)
+    means = np.stack([root[train_labels == c].mean(0) if (train_labels == c).any() else np.zeros(root.shape[1])
+                      for c in range(num_classes)])
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    return np.where(norms > 0, means / np.maximum(norms, 1e-12), 0.0)
+
+
+def cosine_distances(directions: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """1 − the largest cosine between an image's signed-√ features and a class direction."""
+    return np.maximum(1 - (_signed_root(feats) @ directions.T).max(1), 0.0)
+
+
+def combined(centres, whiten, directions, scales, feats: np.ndarray) -> np.ndarray:
+    """What the exported graph's ``distance`` output computes (see :class:`WithDistance`)."""
+    return np.maximum(distances(centres, whiten, feats) / scales[0], cosine_distances(directions, feats) / scales[1])
+
+
+def budget_threshold(val: np.ndarray, unsure: np.ndarray, total: float = TOTAL_FALSE_REJECT) -> float:
+    """The distance threshold that, with the images the max-probability rule already flags (``unsure``),
+    flags at most ``total`` of the validation images: the distance takes what is left of the budget."""
+    if not len(val):
+        return float("inf")
+    left = max(0, int(np.floor(total * len(val) + 1e-9)) - int(unsure.sum()))
+    others = np.sort(val[~unsure])[::-1]
+    if not len(others):
+        return float("inf")
+    return float(others[min(left, len(others) - 1)])  # `left` of the others lie above it (ties: fewer)
+
+
+def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, calibration: Calibration,
+            rule: UnknownRule) -> dict:
+    """Fit on the run's training images; scale both distances and set the threshold on its validation
+    images, given the max-probability ``rule`` (under ``calibration``) already in force; save the file."""
+    val_feats, val_logits = features_logits(model, val_set.images, val_set.rows, spec, num_classes)
     feats = features(model, train_set.images, train_set.rows, spec)
-    centres, whiten = fit(feats, train_set.labels[train_set.rows], num_classes)
-    val = distances(centres, whiten, features(model, val_set.images, val_set.rows, spec))
-    threshold = float(np.quantile(val, 1 - FALSE_REJECT)) if len(val) else float("inf")
-    tensors = {"centres": torch.from_numpy(centres).float().contiguous(),
-               "whiten": torch.from_numpy(whiten).float().contiguous()}
+    labels = train_set.labels[train_set.rows]
+    centres, whiten = fit(feats, labels, num_classes)
+    directions = fit_directions(feats, labels, num_classes)
+    scales = np.ones(2)
+    if len(val_feats):
+        scales = np.array([np.quantile(distances(centres, whiten, val_feats), SCALE_QUANTILE),
+                           np.quantile(cosine_distances(directions, val_feats), SCALE_QUANTILE)])
+        scales = np.maximum(scales, 1e-9)
+    val = combined(centres, whiten, directions, scales, val_feats) if len(val_feats) else np.zeros(0)
+    unsure = rule.signals(calibration.probabilities(val_logits))[0] if len(val) else np.zeros(0, bool)
+    threshold = budget_threshold(val, unsure)
+    tensors = {name: torch.from_numpy(np.asarray(a)).float().contiguous()
+               for name, a in (("centres", centres), ("whiten", whiten), ("directions", directions),
+                               ("scales", scales))}
     atomic_write(run / NOVELTY_FILE, lambda tmp: save_file(tensors, tmp))
     return {"method": UNKNOWN_METHOD, "distance_threshold": threshold,
-            "distance_target_false_reject_validation": FALSE_REJECT,
+            "target_false_reject_validation_total": TOTAL_FALSE_REJECT,
+            "false_reject_validation_total": float((unsure | (val > threshold)).mean()) if len(val) else 0.0,
             "distance_false_reject_validation": float((val > threshold).mean()) if len(val) else 0.0,
+            "distance_scales": {"mahalanobis": float(scales[0]), "cosine": float(scales[1]),
+                                "quantile": SCALE_QUANTILE},
             "distance_fitted_on": f"{len(train_set.rows)} training images"}
 
 
@@ -103,4 +199,4 @@ def wrap(model, run_or_dir: Path):
     if not path.is_file():
         return None
     t = load_file(str(path))
-    return WithDistance(model, t["centres"], t["whiten"]).eval()
+    return WithDistance(model, t["centres"], t["whiten"], t.get("directions"), t.get("scales")).eval()

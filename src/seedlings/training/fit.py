@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from seedlings.artifact import Calibration, UnknownRule
 from seedlings.config import TrainConfig, resolve
 from seedlings.data import PreparedData, Split, Subset, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages, to_model_input
@@ -273,8 +274,10 @@ def finish(state: TrainState, wall: float) -> None:
     model.load_state_dict(load_weights(run / WEIGHTS))
     calib, report = calibrate_run(model, state.val_set, state.spec, classes)
     if len(state.val_set.rows):
-        calib["unknown"].update(novelty.fit_run(model, state.train_set, state.val_set, state.spec, len(classes),
-                                                run))
+        calib["unknown"].update(novelty.fit_run(
+            model, state.train_set, state.val_set, state.spec, len(classes), run,
+            calibration=Calibration.from_dict(calib["calibration"], "calibration"),
+            rule=UnknownRule.from_dict(calib["unknown"], "unknown")))
     atomic_write_json(run / "report.json", report)
     meta = build_model_file(state, calib, report)
     meta.extra["training"] = training_record(state, wall)
