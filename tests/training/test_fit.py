@@ -49,6 +49,25 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert _rows(whole) == _rows(parts)
 
 
+def test_a_resumed_runs_wall_time_counts_its_earlier_sessions(tmp_path, monkeypatch):
+    """model.json's training.wall_s is the whole run's, not only the last session's (a finished run
+    resumed to refit its calibration would otherwise say it trained in 0 minutes)."""
+    import time
+
+    import seedlings.training.fit as fit
+
+    data = make_dataset(tmp_path / "d", per_class=3)
+    common = {"data": str(data), "out": str(tmp_path / "run"), "image_size": 24, "batch_size": 8, "threads": 1,
+              "cache_dir": str(tmp_path / "cache"), "progress": False}
+    real = fit.train_one_epoch
+    with monkeypatch.context() as m:
+        m.setattr(fit, "train_one_epoch", lambda *a: time.sleep(2.0) or real(*a))  # a slow first session
+        fit.train(epochs=1, **common)
+    run = fit.train(epochs=2, resume=True, **common)
+    wall = json.loads((run / "model.json").read_text())["training"]["wall_s"]
+    assert wall >= 2.0, wall
+
+
 def _rows(run):
     """metrics.jsonl without its timings."""
     return [{k: v for k, v in json.loads(line).items() if k not in ("epoch_s", "train_images_per_s")}

@@ -118,7 +118,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
                f"{len(data.classes)} classes, {cfg.image_size}px, {precision}, {env.world_size} process(es), "
                f"epochs {first_epoch + 1}–{cfg.epochs}")
 
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), state.trained_s  # a resumed run's wall time counts its earlier sessions
     for epoch in range(first_epoch, cfg.epochs):
         state.epoch = epoch
         started = time.perf_counter()
@@ -140,6 +140,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
                           "accuracy": report["accuracy"], "epoch": epoch + 1}
         # Checkpoint: rank 0 writes the best weights, the metrics row and the checkpoint, each one
         # atomically, so a run killed at any moment resumes from its last finished epoch.
+        state.trained_s = before + time.perf_counter() - t0
         if env.is_main:
             save_epoch(state, row, improved)
             D.log(env, epoch_line(state, row, improved))
@@ -147,7 +148,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
 
     # Finish: calibrate the best weights, fit the "not a seedling" detector, write model.json and plots.
     if env.is_main:
-        finish(state, wall=time.perf_counter() - t0)
+        finish(state, wall=before + time.perf_counter() - t0)
     D.barrier(env)
     return run
 

@@ -118,6 +118,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken: the learning-rate schedule's position
     epoch: int = 0  # the epoch being trained, from 0
     best: dict = field(default_factory=_best_so_far)  # validation scores of the best epoch so far
+    trained_s: float = 0.0  # seconds spent training so far, over every session of a resumed run
 
     @property
     def raw_model(self) -> torch.nn.Module:

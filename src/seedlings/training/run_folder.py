@@ -50,6 +50,7 @@ def restore(state: TrainState, saved: dict) -> int:
         state.ema.steps = int(info.get("ema_steps", 0))
     state.optimizer.load_state_dict(saved["optim"])
     state.step, state.best = int(info["step"]), info["best"]
+    state.trained_s = float(info.get("trained_s", 0.0))
     D.log(state.env, f"resumed {Path(state.cfg.out)} from its checkpoint after epoch {info['epoch'] + 1} "
                      f"(best validation micro-F1 so far {info['best']['f1_micro']:.4f})")
     return int(info["epoch"]) + 1
@@ -71,7 +72,7 @@ def save_epoch(state: TrainState, row: dict, improved: bool) -> None:
         save_weights(run / WEIGHTS, state.scored_model.state_dict(), {"epoch": state.epoch + 1})
     append_metrics(run / "metrics.jsonl", row)
     save_checkpoint(run / CHECKPOINT, state.raw_model, state.ema, state.optimizer,
-                    {"epoch": state.epoch, "step": state.step, "best": state.best,
+                    {"epoch": state.epoch, "step": state.step, "best": state.best, "trained_s": state.trained_s,
                      "ema_steps": state.ema.steps if state.ema is not None else 0})
 
 
