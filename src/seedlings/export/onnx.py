@@ -26,6 +26,7 @@ from seedlings.data import Split, Subset, prepare
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import softmax
 from seedlings.export.quantize import onnx_probs, quantize_int8
+from seedlings.export.same_padding import fixed_same_padding
 from seedlings.fileio import atomic_write
 from seedlings.models import create_model, novelty
 from seedlings.models.checkpoint import load_weights
@@ -50,9 +51,10 @@ def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = (
     def write(tmp: str) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=list(outputs),
-                          dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                          opset_version=OPSET, dynamo=False)
+        with fixed_same_padding(model, image_size):  # TF "same" padding: constant at this size
+            torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=list(outputs),
+                              dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                              opset_version=OPSET, dynamo=False)
 
     atomic_write(path, write)
 
