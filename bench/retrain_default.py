@@ -10,7 +10,8 @@ The shipped recipe (the defaults here) is the training defaults: one resnet10t f
     seedlings export OUT/m0 --out OUT/model
 
 ``--pretrained`` fine-tunes EfficientNet-Lite0 from its ImageNet weights with the fine-tuning
-recipe instead (``--image-size 160`` for the 160 px row of the model card's transfer-learning table).
+recipe instead (160 px; ``--image-size 128`` or ``192`` for the other rows of the model card's
+transfer-learning table).
 
 ``--members 2 --epochs 130`` is the ensemble the model card also measured: two networks trained
 at the same time, one process and one CPU thread each, seeds 0 and 1 on one validation split,

@@ -214,7 +214,7 @@ def _run_prepare_script(tmp_path, recipe_text: str) -> str:
     return (tmp_path / "calls").read_text()
 
 
-@pytest.mark.parametrize(("recipe", "size"), [("{}", None), ("pretrained: true", 128), ("image_size: 96", 96)])
+@pytest.mark.parametrize(("recipe", "size"), [("{}", None), ("pretrained: true", 160), ("image_size: 96", 96)])
 def test_prepare_job_prepares_at_the_recipes_size(tmp_path, recipe, size):
     pytest.importorskip("torch")
     from seedlings.config import TrainConfig
