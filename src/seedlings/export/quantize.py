@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import (
@@ -63,6 +64,27 @@ def _preprocess_graph(fp32_path: Path, out_path: Path, log) -> Path:
         return fp32_path
 
 
+def distance_only_nodes(graph) -> list[str]:
+    """Names of the nodes that only the ``distance`` output needs (the "not a seedling" detector after the
+    pooled features). They stay float: a whitening matrix and class directions quantized to 8 bits moved
+    the distance of the 160 px Lite0 by a median 56 % and flagged 10 % of validation images instead of 2 %."""
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def cone(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            node = producer.get(todo.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                todo.extend(node.input)
+        return seen
+
+    outputs = {o.name for o in graph.output}
+    if "distance" not in outputs or "logits" not in outputs:
+        return []
+    return sorted(n for n in cone("distance") - cone("logits") if n)
+
+
 def onnx_probs(path: Path, images_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> np.ndarray:
     """Probabilities (no temperature) of an ONNX model file for uint8 N×S×S×3 images."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -98,11 +120,13 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images_uint8: np.
         session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
 
+        keep_float = distance_only_nodes(onnx.load(str(source)).graph)
+
         def write(tmp: str) -> None:
             quantize_static(str(source), tmp, _calibration_reader(images_uint8, spec, input_name),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float)
 
         atomic_write(out_path, write)
     finally:
