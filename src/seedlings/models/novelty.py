@@ -7,12 +7,12 @@ say more: real seedlings sit near one of the 12 class means, other images far fr
 
 Two distances, because neither works for every backbone (docs/MODEL_CARD.md, "unknown" table):
 
-- **Mahalanobis**: class means and one shared, shrunk covariance. Alone it flags every generated
-  probe for the from-scratch ResNet, but passes all noise images for ImageNet-pretrained
-  EfficientNet-Lite, whose 1,280 features vary most in the directions noise moves them.
+- **Mahalanobis**: class means and one shared, shrunk covariance. It flags every generated probe on
+  the from-scratch ResNet, but on the 160 px EfficientNet-Lite0 fine-tune it let through all the
+  noise images and 40 % of the text.
 - **Cosine** of the signed square root of the features (the Hellinger trick: it damps the few
-  large activations) to each class's mean direction. It catches the Lite model's noise and text,
-  but not the ResNet's text images.
+  large activations) to each class's mean direction. It catches those on the Lite0, but lets most
+  of the ResNet's text images through.
 
 Each is divided by its own 99th percentile on the validation images, so both are in the same units
 (1 = as far as the farthest 1 % of real seedlings); the image's distance is the larger of the two.
