@@ -15,7 +15,7 @@ from seedlings.evaluation.metrics import (
 )
 from seedlings.models.predict import predict_logits
 
-UNKNOWN_FALSE_REJECT = 0.01  # + novelty.FALSE_REJECT (0.02) for the distance: about 3 % in all
+UNKNOWN_FALSE_REJECT = 0.01  # the feature distance takes the rest of novelty.TOTAL_FALSE_REJECT (3 %)
 
 
 def calibration_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict:
