@@ -86,7 +86,7 @@ def _print_unknown(key: str, u: dict) -> None:
           f"false-accept {u['false_accept_all']:.1%} ({kinds})")
     signals = [("max probability", "max_probability", f"< {u['threshold']:.3f}")]
     if u.get("distance_threshold") is not None:
-        signals.append(("feature distance", "distance", f"> {u['distance_threshold']:.1f}"))
+        signals.append(("feature distance", "distance", f"> {u['distance_threshold']:.4g}"))
     for label, suffix, rule in signals:
         acc = u[f"false_accept_{suffix}"]
         print(f"  {label} alone ({rule}): false-reject {u[f'false_reject_validation_{suffix}']:.1%}; false-accept "
