@@ -48,11 +48,8 @@ def _same_pads(size: tuple[int, int], conv) -> tuple[int, int, int, int]:
 def fixed_same_padding(model: torch.nn.Module, image_size: int):
     """Within the block, every timm ``Conv2dSame`` of ``model`` pads by the constant its input size at
     ``image_size`` gives, and exports as one Conv. Models without them are left alone."""
-    try:
-        from timm.layers.conv2d_same import Conv2dSame
-    except ImportError:  # pragma: no cover - timm is what builds every backbone
-        yield model
-        return
+    from timm.layers.conv2d_same import Conv2dSame  # lazy: timm builds every backbone, export needs it anyway
+
     convs = [m for m in model.modules() if isinstance(m, Conv2dSame)]
     if not convs:
         yield model
