@@ -39,6 +39,7 @@ class TrainConfig:
     weights: str | None = None  # local safetensors file of the backbone
     init: str | None = None  # an exported seedlings model folder to start from (implies its backbone)
     backbone_lr: float = 1.0  # learning-rate multiplier of the pretrained layers (with --pretrained/--weights)
+    freeze_epochs: int = 0  # first epochs train only the new classifier; the learned layers and their BN stay put
     epochs: int = 150
     image_size: int = 64  # the recipe search (bench/recipes/) found 64 px × 150 epochs as good as 96 × 100
     batch_size: int = 64  # global: split across torchrun processes
@@ -82,10 +83,15 @@ class TrainConfig:
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),
                   ("drop_path", 0 <= self.drop_path < 1, "in [0, 1)"),
-                  ("backbone_lr", 0 <= self.backbone_lr <= 10, "in [0, 10]")]
+                  ("backbone_lr", 0 <= self.backbone_lr <= 10, "in [0, 10]"),
+                  ("freeze_epochs", 0 <= self.freeze_epochs < self.epochs,
+                   f"in [0, --epochs) so that some epochs train the whole network (--epochs is {self.epochs})")]
         for name, ok, rule in checks:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
+        if self.freeze_epochs and not (self.pretrained or self.weights or self.init):
+            raise UsageError(f"--freeze-epochs {self.freeze_epochs}: freezing only makes sense for learned "
+                             "layers; add --pretrained, --weights or --init, or drop --freeze-epochs")
         self._apply_init()
         backbone = resolve_name(self.model)
         self.model = backbone.name

@@ -89,3 +89,76 @@ def test_the_cache_is_prepared_with_the_runs_spec(tmp_path, monkeypatch):
     spec = TrainConfig(data="d", out="o", model="efficientnet_lite0", image_size=24).validate().preprocess_spec()
     assert seen == [spec] and spec.mean == (0.5, 0.5, 0.5)
     assert ModelFile.load(run).preprocess == spec
+
+
+
+def _train_recording_weights(monkeypatch, **settings) -> list[dict]:
+    """Train, keeping a copy of the network's weights and buffers after each epoch."""
+    import seedlings.training.fit as fit
+
+    after = []
+
+    def epoch_then_copy(state, advance=None):
+        stats = real(state, advance)
+        after.append({k: v.detach().clone() for k, v in state.raw_model.state_dict().items()})
+        return stats
+
+    real = fit.train_one_epoch
+    monkeypatch.setattr(fit, "train_one_epoch", epoch_then_copy)
+    fit.train(**settings)
+    return after
+
+
+def _moved(weights: dict, start: dict) -> tuple[set, set]:
+    """The classifier's and the other floating-point tensors (weights, batch-norm statistics) that differ."""
+    import torch
+
+    changed = {k for k, v in start.items() if v.is_floating_point() and not torch.equal(weights[k], v)}
+    return {k for k in changed if k.startswith("fc.")}, {k for k in changed if not k.startswith("fc.")}
+
+
+def test_freeze_epochs_hold_the_learned_layers_and_their_statistics_then_release_them(tmp_path, trained_run,
+                                                                                       monkeypatch):
+    """--init with --freeze-epochs 1: after the first epoch only the classifier has moved; every other
+    weight and running statistic is the init's, bit for bit. The second epoch moves them too. Without
+    --freeze-epochs the first epoch already moves them (else this test could not fail)."""
+    from seedlings.models.checkpoint import load_weights
+
+    start = load_weights(trained_run / "weights.safetensors")
+    data = make_dataset(tmp_path / "d", per_class=4)
+    common = {"data": str(data), "init": str(trained_run), "epochs": 2, "image_size": 32, "batch_size": 8,
+              "threads": 1, "warmup_epochs": 0.5, "cache_dir": str(tmp_path / "cache"), "progress": False}
+    frozen = _train_recording_weights(monkeypatch, out=str(tmp_path / "frozen"), freeze_epochs=1, **common)
+    head, body = _moved(frozen[0], start)
+    assert head and not body, sorted(body)[:5]
+    head, body = _moved(frozen[1], start)
+    assert any(k.endswith("running_mean") for k in body) and any(k.endswith("conv1.0.weight") for k in body)
+
+    free = _train_recording_weights(monkeypatch, out=str(tmp_path / "free"), **common)
+    assert _moved(free[0], start)[1]
+
+
+def test_freeze_epochs_need_learned_layers_and_an_epoch_left():
+    from seedlings.config import TrainConfig
+    from seedlings.errors import UsageError
+
+    with pytest.raises(UsageError, match="--freeze-epochs 1: .*--pretrained, --weights or --init"):
+        TrainConfig(data="d", out="o", epochs=3, freeze_epochs=1).validate()
+    with pytest.raises(UsageError, match="--freeze-epochs 3: must be in \\[0, --epochs\\)"):
+        TrainConfig(data="d", out="o", epochs=3, freeze_epochs=3, pretrained=True,
+                    model="efficientnet_lite0").validate()
+
+
+def test_backbone_lr_scales_only_the_learned_layers(tmp_path, trained_run):
+    """--backbone-lr applies to the layers that start from learned weights, never to the new classifier,
+    and not at all to a network trained from scratch."""
+    from seedlings.config import TrainConfig
+    from seedlings.models import create_model
+    from seedlings.training.fit import param_groups
+
+    model = create_model("resnet10t", 3)
+    learned = param_groups(model, TrainConfig(init=str(trained_run), backbone_lr=0.3))
+    assert [(g["lr_scale"], g["learned"]) for g in learned] == [(0.3, True), (1.0, False)]
+    assert {id(p) for p in learned[1]["params"]} == {id(p) for p in model.get_classifier().parameters()}
+    scratch = param_groups(model, TrainConfig(backbone_lr=0.3))
+    assert [g["lr_scale"] for g in scratch] == [1.0, 1.0] and not any(g["learned"] for g in scratch)

@@ -96,3 +96,24 @@ def test_lr_warms_up_then_decays_to_the_floor():
     assert lr_at(100, 100, 10, base) == pytest.approx(base * 0.01)
     mid = lr_at(55, 100, 10, base)
     assert mid == pytest.approx(base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5))))
+
+
+def test_frozen_layers_get_no_learning_rate_then_warm_up_again():
+    """--freeze-epochs: the learned group's rate is 0 for the frozen steps, then climbs linearly back to
+    the schedule's rate × its lr_scale over warmup_steps; the classifier follows the schedule throughout."""
+    from types import SimpleNamespace
+
+    from seedlings.training.loop import _set_learning_rate
+
+    groups = [{"learned": True, "lr_scale": 0.5}, {"learned": False, "lr_scale": 1.0}]
+    state = SimpleNamespace(total_steps=100, warmup_steps=10, freeze_steps=20, cfg=SimpleNamespace(lr=1.0),
+                            optimizer=SimpleNamespace(param_groups=groups))
+    seen = {}
+    for step in (0, 19, 20, 24, 29, 60):
+        state.step = step
+        lr = _set_learning_rate(state)
+        assert lr == lr_at(step, 100, 10, 1.0) and groups[1]["lr"] == lr
+        seen[step] = groups[0]["lr"] / (0.5 * lr)
+    assert seen[0] == seen[19] == 0.0
+    assert seen[20] == pytest.approx(0.1) and seen[24] == pytest.approx(0.5)
+    assert seen[29] == seen[60] == pytest.approx(1.0)

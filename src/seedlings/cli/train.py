@@ -38,6 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                   "instead of ImageNet; its classifier is replaced when the classes differ")
     p.add_argument("--backbone-lr", type=float, dest="backbone_lr",
                    help="learning-rate multiplier of the pretrained layers (default 1)")
+    p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",
+                   help="train only the new classifier for this many epochs first, the pretrained layers "
+                        "and their batch-norm statistics frozen; they then warm up again (default 0)")
     p.add_argument("--weights", help="local safetensors file of the backbone's ImageNet weights")
     p.add_argument("--no-ema", action="store_false", dest="ema", default=None)
     p.add_argument("--ema-decay", type=float, dest="ema_decay", help="decay of the weights' moving average")

@@ -30,7 +30,14 @@ from seedlings.models.init_from import load_init
 from seedlings.preprocess import PreprocessSpec
 from seedlings.progress import bar
 from seedlings.training import distributed as D
-from seedlings.training.loop import EMA, TrainState, choose_precision, evaluate_sharded, train_one_epoch
+from seedlings.training.loop import (
+    EMA,
+    TrainState,
+    choose_precision,
+    classifier,
+    evaluate_sharded,
+    train_one_epoch,
+)
 from seedlings.training.run_folder import (
     WEIGHTS,
     build_model_file,
@@ -227,13 +234,16 @@ def init_record(cfg: TrainConfig) -> dict:
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """The new classifier at ``lr``; the rest at ``lr × backbone_lr`` when it starts from learned weights
-    (ImageNet or --weights), so fine-tuning adapts the features instead of overwriting them."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
-    scale = cfg.backbone_lr if (cfg.pretrained or cfg.weights or cfg.init) else 1.0
+    (ImageNet, --weights or --init), so fine-tuning adapts the features instead of overwriting them.
+    The learned group is marked ``learned``: --freeze-epochs holds it still at first (loop.py)."""
+    head_ids = {id(p) for p in classifier(model).parameters()}
+    learned = bool(cfg.pretrained or cfg.weights or cfg.init)
     body = [p for p in model.parameters() if id(p) not in head_ids]
     heads = [p for p in model.parameters() if id(p) in head_ids]
-    return [g for g in ({"params": body, "lr_scale": scale}, {"params": heads, "lr_scale": 1.0}) if g["params"]]
+    groups = ({"params": body, "lr_scale": cfg.backbone_lr if learned else 1.0, "learned": learned},
+              {"params": heads, "lr_scale": 1.0, "learned": False})
+    return [g for g in groups if g["params"]]
+
 
 
 def make_loader(cfg: TrainConfig, env: D.DistEnv, train_set: Subset, num_classes: int) -> DataLoader:

@@ -138,6 +138,15 @@ class TrainState:
     def warmup_steps(self) -> int:
         return int(self.cfg.warmup_epochs * len(self.loader))
 
+    @property
+    def freeze_steps(self) -> int:
+        """Steps during which only the classifier trains (--freeze-epochs)."""
+        return self.cfg.freeze_epochs * len(self.loader)
+
+    @property
+    def frozen(self) -> bool:
+        return self.epoch < self.cfg.freeze_epochs
+
 
 def train_one_epoch(state: TrainState, advance=None) -> dict:
     """One pass over this epoch's batches; loss, accuracy and images/s summed over all processes.
@@ -146,6 +155,8 @@ def train_one_epoch(state: TrainState, advance=None) -> dict:
     what the killed one drew."""
     cfg, env = state.cfg, state.env
     state.model.train()
+    if state.frozen:
+        freeze_batchnorm(state.raw_model)
     state.loader.sampler.set_epoch(state.epoch)  # a new shuffle per epoch, the same in every process
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch * 1_009 + env.rank)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
@@ -165,11 +176,36 @@ def train_one_epoch(state: TrainState, advance=None) -> dict:
 
 
 def _set_learning_rate(state: TrainState) -> float:
-    """The schedule's rate for this step; each parameter group takes it times its ``lr_scale``."""
+    """The schedule's rate for this step; each parameter group takes it times its ``lr_scale``.
+
+    With --freeze-epochs the learned layers get 0 until then (AdamW moves no weight at rate 0, weight
+    decay included), then warm up linearly again over ``warmup_epochs``, so the first full-network
+    steps do not jolt the features the classifier has just been fitted to."""
     lr = lr_at(state.step, state.total_steps, state.warmup_steps, state.cfg.lr)
+    since = state.step - state.freeze_steps  # steps since the learned layers were released
+    if since < 0:
+        rewarm = 0.0
+    else:
+        rewarm = min(1.0, (since + 1) / state.warmup_steps) if state.warmup_steps else 1.0
     for group in state.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        held = rewarm if state.freeze_steps and group.get("learned") else 1.0
+        group["lr"] = lr * group.get("lr_scale", 1.0) * held
     return lr
+
+
+def classifier(model: torch.nn.Module) -> torch.nn.Module:
+    """The network's classifier layer (timm's ``get_classifier``); an empty module when it has none."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return head if isinstance(head, torch.nn.Module) else torch.nn.Module()
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> None:
+    """Batch-norm layers outside the classifier normalise with their stored statistics and stop
+    updating them (eval mode), so a frozen backbone computes exactly what it did before training."""
+    head = {id(m) for m in classifier(model).modules()}
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in head:
+            m.eval()
 
 
 def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, gen: torch.Generator):
@@ -187,9 +223,10 @@ def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, ge
             loss = lam * loss + (1 - lam) * _loss(logits, partner, state)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    if cfg.grad_clip:
+    if cfg.grad_clip:  # over the weights that move: frozen layers' gradients would shrink the classifier's
         state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        moving = [p for g in state.optimizer.param_groups if g["lr"] > 0 for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(moving, cfg.grad_clip)
     state.scaler.step(state.optimizer)
     state.scaler.update()
     if state.ema is not None:
