@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from seedlings.artifact import Calibration, UnknownRule
-from seedlings.evaluation.calibrate import UNKNOWN_FALSE_REJECT, calibration_from_logits, fit_calibration
+from seedlings.evaluation.calibrate import UNKNOWN_FALSE_REJECT, fit_calibration
 
 
 def _overconfident(n=2000, seed=0):
@@ -25,10 +25,10 @@ def test_an_overconfident_model_gets_a_temperature_above_one_and_a_lower_ece():
     assert abs(flagged - UNKNOWN_FALSE_REJECT) < 0.01 and rule.method == "max_probability"
 
 
-def test_the_dict_form_is_what_model_json_holds():
+def test_the_fitted_values_survive_model_json():
     logits, labels = _overconfident(200)
-    d = calibration_from_logits(logits, labels)
-    assert Calibration.from_dict(d["calibration"], "c").to_dict() == d["calibration"]
-    assert UnknownRule.from_dict(d["unknown"], "u").to_dict() == d["unknown"]
-    empty = calibration_from_logits(np.zeros((0, 3)), np.zeros(0, int))
-    assert empty["calibration"]["temperature"] == 1.0 and empty["unknown"]["threshold"] == 0.0
+    calibration, rule = fit_calibration(logits, labels)
+    assert Calibration.from_dict(calibration.to_dict(), "c") == calibration
+    assert UnknownRule.from_dict(rule.to_dict(), "u") == rule
+    calibration, rule = fit_calibration(np.zeros((0, 3)), np.zeros(0, int))
+    assert calibration.temperature == 1.0 and rule.threshold == 0.0

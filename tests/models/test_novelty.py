@@ -114,9 +114,10 @@ def test_fitted_file_gives_the_larger_scaled_distance_in_the_graph(tmp_path):
     train = SimpleNamespace(images=images, labels=labels, rows=np.arange(40))
     val = SimpleNamespace(images=images, labels=labels, rows=np.arange(40, 140))
     spec = PreprocessSpec(image_size=32)
-    info = novelty.fit_run(model, train, val, spec, 3, tmp_path, calibration=Calibration(),
+    rule = novelty.fit_run(model, train, val, spec, 3, tmp_path, calibration=Calibration(),
                            rule=UnknownRule(threshold=0.0))  # max probability flags nothing: 3 of 100 left
-    assert info["method"] == "max_probability+mahalanobis+cosine"
+    info = rule.extra
+    assert rule.method == "max_probability+mahalanobis+cosine" and rule.threshold == 0.0
     assert info["false_reject_validation_total"] == info["distance_false_reject_validation"] == 0.03
     wrapped = novelty.wrap(model, tmp_path)
     feats = novelty.features(model, images, np.arange(40, 140), spec)
@@ -127,7 +128,7 @@ def test_fitted_file_gives_the_larger_scaled_distance_in_the_graph(tmp_path):
     t = {k: v.astype(np.float64) for k, v in load_file(str(tmp_path / novelty.NOVELTY_FILE)).items()}
     want = novelty.combined(t["centres"], t["whiten"], t["directions"], t["scales"], feats)
     assert np.allclose(dist.numpy(), want, rtol=1e-3, atol=1e-3)
-    assert np.isclose(np.sort(want)[-4], info["distance_threshold"], rtol=1e-3)  # 3 of 100 above it
+    assert np.isclose(np.sort(want)[-4], rule.distance_threshold, rtol=1e-3)  # 3 of 100 above it
     legacy = novelty.WithDistance(model, torch.from_numpy(t["centres"]), torch.from_numpy(t["whiten"])).eval()
     with torch.no_grad():
         _, old = legacy(torch.from_numpy(np.stack([novelty_input(images[r], spec) for r in range(40, 140)])))

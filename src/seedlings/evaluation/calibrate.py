@@ -18,12 +18,6 @@ from seedlings.models.predict import predict_logits
 UNKNOWN_FALSE_REJECT = 0.01  # the feature distance takes the rest of novelty.TOTAL_FALSE_REJECT (3 %)
 
 
-def calibration_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict:
-    """``{"calibration": …, "unknown": …}`` as model.json holds them (see :func:`fit_calibration`)."""
-    calibration, rule = fit_calibration(logits, labels)
-    return {"calibration": calibration.to_dict(), "unknown": rule.to_dict()}
-
-
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration, UnknownRule]:
     """The temperature minimising validation NLL, and the max-probability threshold that flags
     ``UNKNOWN_FALSE_REJECT`` of the validation images as unknown."""
@@ -40,12 +34,12 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration
     return calibration, rule
 
 
-def calibrate_run(model, val_set, spec, classes) -> tuple[dict, dict]:
+def calibrate_run(model, val_set, spec, classes) -> tuple[Calibration, UnknownRule, dict]:
     """Fit on validation logits of the best weights; also return their evaluation report."""
     logits = predict_logits(model, val_set.images, val_set.rows, spec)
     labels = val_set.labels[val_set.rows]
-    calib = calibration_from_logits(logits, labels)
+    calibration, rule = fit_calibration(logits, labels)
     pred = logits.argmax(axis=1) if len(labels) else np.zeros(0, int)
     report = report_from_confusion(confusion_matrix(labels, pred, len(classes)), classes)
     report["split"] = "validation"
-    return calib, report
+    return calibration, rule, report

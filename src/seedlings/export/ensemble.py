@@ -78,17 +78,14 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
                              "validation images")
     spec, classes = files[0].preprocess, files[0].classes
     ensemble = Ensemble([load_run_model(run, member) for run, member in zip(runs, files)]).eval()
-    calib, report = calibrate_run(ensemble, val_set, spec, classes)
+    calibration, rule, report = calibrate_run(ensemble, val_set, spec, classes)
     log(f"ensemble of {len(runs)}: validation micro-F1 {report['f1_micro']:.4f} (members: "
         + ", ".join(f"{m.metrics['f1_micro']:.4f}" for m in files) + ")")
     with tempfile.TemporaryDirectory(prefix="seedlings-ensemble-") as work:
-        distance = novelty.fit_run(ensemble, train_set, val_set, spec, len(classes), Path(work),
-                                   calibration=Calibration.from_dict(calib["calibration"], "calibration"),
-                                   rule=UnknownRule.from_dict(calib["unknown"], "unknown"))
+        unknown = novelty.fit_run(ensemble, train_set, val_set, spec, len(classes), Path(work),
+                                  calibration=calibration, rule=rule)
         graph = novelty.wrap(ensemble, Path(work))
-    unknown = UnknownRule.from_dict({**calib["unknown"], **distance}, "unknown")
-    model_file = ensemble_file(runs, files, report, Calibration.from_dict(calib["calibration"], "calibration"),
-                               unknown)
+    model_file = ensemble_file(runs, files, report, calibration, unknown)
     return write_model_folder(graph, ensemble, model_file, Export(runs[0], out, precision, half, log, val_set))
 
 

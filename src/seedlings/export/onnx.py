@@ -150,11 +150,11 @@ def _with_novelty(run: Path, model_file: ModelFile, model, subsets, log) -> tupl
         log("no feature-distance detector: the run has none and its data folder is not here")
         return model, model_file.unknown
     with tempfile.TemporaryDirectory(prefix="seedlings-novelty-") as work:
-        fitted = novelty.fit_run(model, *subsets, model_file.preprocess, len(model_file.classes), Path(work),
-                                 calibration=model_file.calibration, rule=model_file.unknown)
+        unknown = novelty.fit_run(model, *subsets, model_file.preprocess, len(model_file.classes), Path(work),
+                                  calibration=model_file.calibration, rule=model_file.unknown)
         wrapped = novelty.wrap(model, Path(work))
     log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
-    return wrapped, UnknownRule.from_dict({**model_file.unknown.to_dict(), **fitted}, "unknown")
+    return wrapped, unknown
 
 
 def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: bool = False,

@@ -24,6 +24,7 @@ as its second output, so serving needs no torch. Files fitted before the cosine 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -77,32 +78,26 @@ def pooled_features(model, x):
     return features_and_logits(model, x)[0]
 
 
-class _PooledFeatures(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+class _Outputs(torch.nn.Module):
+    """``model`` with ``outputs(model, x)`` as its forward, for predict_logits' batching."""
+
+    def __init__(self, model: torch.nn.Module, outputs):
         super().__init__()
-        self.model = model
+        self.model, self.outputs = model, outputs
 
     def forward(self, x):
-        return pooled_features(self.model, x)
-
-
-class _FeaturesAndLogits(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return torch.cat(features_and_logits(self.model, x), dim=1)
+        return self.outputs(self.model, x)
 
 
 def features(model, images: np.ndarray, rows: np.ndarray, spec) -> np.ndarray:
     """Pooled pre-classifier features (eval transform) of the given cache rows."""
-    return predict_logits(_PooledFeatures(model), images, rows, spec).astype(np.float64)
+    return predict_logits(_Outputs(model, pooled_features), images, rows, spec).astype(np.float64)
 
 
 def features_logits(model, images: np.ndarray, rows: np.ndarray, spec, num_classes: int):
     """Features and logits of the given cache rows in one pass."""
-    both = predict_logits(_FeaturesAndLogits(model), images, rows, spec).astype(np.float64)
+    both = predict_logits(_Outputs(model, lambda m, x: torch.cat(features_and_logits(m, x), dim=1)),
+                          images, rows, spec).astype(np.float64)
     return both[:, :-num_classes], both[:, -num_classes:]
 
 
@@ -164,9 +159,10 @@ def budget_threshold(val: np.ndarray, unsure: np.ndarray, total: float = TOTAL_F
 
 
 def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, calibration: Calibration,
-            rule: UnknownRule) -> dict:
+            rule: UnknownRule) -> UnknownRule:
     """Fit on the run's training images; scale both distances and set the threshold on its validation
-    images, given the max-probability ``rule`` (under ``calibration``) already in force; save the file."""
+    images, given the max-probability ``rule`` (under ``calibration``) already in force; save the file.
+    Returns ``rule`` with the distance threshold added."""
     val_feats, val_logits = features_logits(model, val_set.images, val_set.rows, spec, num_classes)
     feats = features(model, train_set.images, train_set.rows, spec)
     labels = train_set.labels[train_set.rows]
@@ -184,13 +180,14 @@ def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, cal
                for name, a in (("centres", centres), ("whiten", whiten), ("directions", directions),
                                ("scales", scales))}
     atomic_write(run / NOVELTY_FILE, lambda tmp: save_file(tensors, tmp))
-    return {"method": UNKNOWN_METHOD, "distance_threshold": threshold,
-            "target_false_reject_validation_total": TOTAL_FALSE_REJECT,
-            "false_reject_validation_total": float((unsure | (val > threshold)).mean()) if len(val) else 0.0,
-            "distance_false_reject_validation": float((val > threshold).mean()) if len(val) else 0.0,
-            "distance_scales": {"mahalanobis": float(scales[0]), "cosine": float(scales[1]),
-                                "quantile": SCALE_QUANTILE},
-            "distance_fitted_on": f"{len(train_set.rows)} training images"}
+    how = {"target_false_reject_validation_total": TOTAL_FALSE_REJECT,
+           "false_reject_validation_total": float((unsure | (val > threshold)).mean()) if len(val) else 0.0,
+           "distance_false_reject_validation": float((val > threshold).mean()) if len(val) else 0.0,
+           "distance_scales": {"mahalanobis": float(scales[0]), "cosine": float(scales[1]),
+                               "quantile": SCALE_QUANTILE},
+           "distance_fitted_on": f"{len(train_set.rows)} training images"}
+    return dataclasses.replace(rule, method=UNKNOWN_METHOD, distance_threshold=threshold,
+                               extra={**rule.extra, **how})
 
 
 def wrap(model, run_or_dir: Path):

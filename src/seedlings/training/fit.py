@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seedlings.artifact import Calibration, UnknownRule
 from seedlings.config import TrainConfig, resolve
 from seedlings.data import PreparedData, Split, Subset, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages, to_model_input
@@ -283,14 +282,12 @@ def finish(state: TrainState, wall: float) -> None:
     run, cfg, classes = Path(state.cfg.out), state.cfg, state.classes
     model = create_model(cfg.model, len(classes))
     model.load_state_dict(load_weights(run / WEIGHTS))
-    calib, report = calibrate_run(model, state.val_set, state.spec, classes)
+    calibration, rule, report = calibrate_run(model, state.val_set, state.spec, classes)
     if len(state.val_set.rows):
-        calib["unknown"].update(novelty.fit_run(
-            model, state.train_set, state.val_set, state.spec, len(classes), run,
-            calibration=Calibration.from_dict(calib["calibration"], "calibration"),
-            rule=UnknownRule.from_dict(calib["unknown"], "unknown")))
+        rule = novelty.fit_run(model, state.train_set, state.val_set, state.spec, len(classes), run,
+                               calibration=calibration, rule=rule)
     atomic_write_json(run / "report.json", report)
-    meta = build_model_file(state, calib, report)
+    meta = build_model_file(state, calibration, rule, report)
     meta.extra["training"] = training_record(state, wall)
     meta.extra["params"] = sum(p.numel() for p in model.parameters())
     for f in (WEIGHTS, novelty.NOVELTY_FILE):

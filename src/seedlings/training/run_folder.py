@@ -87,14 +87,13 @@ def append_metrics(path: Path, row: dict) -> None:
 
 
 
-def build_model_file(state: TrainState, calib: dict, report: dict) -> ModelFile:
+def build_model_file(state: TrainState, calibration: Calibration, unknown: UnknownRule, report: dict) -> ModelFile:
     backbone = resolve_name(state.cfg.model)
     now = datetime.datetime.now(datetime.timezone.utc)
     return ModelFile(
         name=f"seedlings-{backbone.name}", version=now.strftime("%Y.%m.%d.%H%M"), backbone=backbone.name,
         timm_name=backbone.timm_name, classes=list(state.classes), preprocess=state.spec, init=state.init,
-        calibration=Calibration.from_dict(calib["calibration"], "calibration"),
-        unknown=UnknownRule.from_dict(calib["unknown"], "unknown"),
+        calibration=calibration, unknown=unknown,
         extra={"seedlings_version": __version__, "created": now.isoformat(timespec="seconds"),
                "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
                            "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
