@@ -9,7 +9,9 @@ given micro-F1 target allows on that split: if every model already misses that m
 averaging them cannot reach the target. Also the micro-F1 of the mean of all the models'
 calibrated probabilities (each model sees the images at its own size and normalisation, so
 models of different backbones and image sizes can be averaged here, where `seedlings export`
-ensembles only models that share their preprocessing).
+ensembles only models that share their preprocessing). And each model against the first, paired on
+the same images: how many only one of the two gets right, and the exact McNemar p-value of that
+split (is the difference more than the luck of which images landed in validation?).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from seedlings.api import load_model
+from seedlings.evaluation.metrics import mcnemar
 from seedlings.evaluation.report import evaluate, misclassified
 from seedlings.tables import print_table
 
@@ -38,7 +41,7 @@ def main() -> None:
                                              "that at least one model misclassifies")
     args = ap.parse_args()
 
-    wrong, scored, probs = {}, None, []
+    wrong, scored, probs, right = {}, None, [], {}
     for path in args.models:
         report = evaluate(load_model(path), args.data, progress=False)
         files = sorted(report["_files"])
@@ -50,6 +53,7 @@ def main() -> None:
                      "compare models that share one validation split")
         scored = files
         wrong[path] = {r["file"]: r for r in misclassified(report)}
+        right[path] = probs[-1].argmax(1) == labels
         print(f"{path}: {len(wrong[path])} errors, micro-F1 {report['f1_micro']:.4f} (n = {report['n']})")
 
     n = len(scored)
@@ -70,6 +74,11 @@ def main() -> None:
     mean_pred = np.mean(probs, axis=0).argmax(1)
     print(f"mean of the {len(probs)} models' probabilities: micro-F1 {(mean_pred == labels).mean():.4f} "
           f"({int((mean_pred != labels).sum())} errors)")
+    first = args.models[0]
+    for path in args.models[1:]:
+        only_first, only_this = int((right[first] & ~right[path]).sum()), int((right[path] & ~right[first]).sum())
+        print(f"{path} against {first}: {only_this} images only it gets right, {only_first} only the other; "
+              f"exact McNemar p = {mcnemar(only_first, only_this):.2f}")
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             out = csv.writer(fh)

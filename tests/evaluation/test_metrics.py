@@ -6,6 +6,7 @@ from seedlings.evaluation.metrics import (
     confusion_matrix,
     expected_calibration_error,
     fit_temperature,
+    mcnemar,
     report_from_confusion,
     softmax,
 )
@@ -34,3 +35,10 @@ def test_temperature_recovers_overconfidence():
     before = expected_calibration_error(softmax(true_logits * 3.0), labels)
     after = expected_calibration_error(softmax(true_logits * 3.0, t), labels)
     assert after < before / 2
+
+
+def test_mcnemar_counts_only_the_images_the_two_models_disagree_on():
+    assert mcnemar(0, 0) == 1.0 and mcnemar(5, 5) == 1.0
+    assert np.isclose(mcnemar(9, 11), 0.8238, atol=1e-4)  # 2 × P(Binomial(20, ½) ≤ 9)
+    assert np.isclose(mcnemar(0, 6), 2 / 64) and mcnemar(0, 6) == mcnemar(6, 0)
+    assert mcnemar(2, 14) < 0.01 < mcnemar(3, 13) < 0.05 < mcnemar(4, 12)  # 16 disagreements: what is uneven enough

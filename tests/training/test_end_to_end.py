@@ -133,6 +133,7 @@ def test_shared_errors_bench_counts_the_images_every_model_misses(trained_run, t
     p = subprocess.run([sys.executable, bench, trained_run, trained_run, "--data", data, "--target", "0.9",
                         "--csv", tmp_path / "shared.csv"], capture_output=True, text=True, check=True)
     assert f"by at least one model: {len(wrong)}; by all of them: {len(wrong)}" in p.stdout
+    assert "0 images only it gets right, 0 only the other; exact McNemar p = 1.00" in p.stdout
     with open(tmp_path / "shared.csv", newline="") as fh:
         table = list(csv.reader(fh))
     assert len(table) == len(wrong) + 1 and {r[0] for r in table[1:]} == {w["file"] for w in wrong}

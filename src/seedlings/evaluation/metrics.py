@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from seedlings.artifact import softmax  # the model file's calibration applies it; metrics use the same one
 
 __all__ = ["softmax", "confusion_matrix", "report_from_confusion", "expected_calibration_error", "nll",
-           "fit_temperature", "unknown_threshold"]
+           "fit_temperature", "unknown_threshold", "mcnemar"]
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -66,3 +68,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def unknown_threshold(max_probs: np.ndarray, false_reject: float = 0.02) -> float:
     """Max-probability threshold that rejects ``false_reject`` of in-distribution validation images."""
     return float(np.quantile(max_probs, false_reject)) if len(max_probs) else 0.0
+
+
+def mcnemar(only_a_right: int, only_b_right: int) -> float:
+    """Exact two-sided McNemar p-value for two classifiers scored on the same images.
+
+    Only the images exactly one of them gets right say anything about which is better; under "equally
+    good" each of those is a fair coin. The p-value is the chance of a split at least this uneven."""
+    n, k = only_a_right + only_b_right, min(only_a_right, only_b_right)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
