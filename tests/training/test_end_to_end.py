@@ -137,3 +137,14 @@ def test_shared_errors_bench_counts_the_images_every_model_misses(trained_run, t
     with open(tmp_path / "shared.csv", newline="") as fh:
         table = list(csv.reader(fh))
     assert len(table) == len(wrong) + 1 and {r[0] for r in table[1:]} == {w["file"] for w in wrong}
+
+
+def test_recipe_curves_bench_draws_each_runs_epochs_against_a_reference(trained_run, tmp_path):
+    bench = Path(__file__).resolve().parents[2] / "bench" / "recipe_curves.py"
+    rows = [json.loads(line) for line in (Path(trained_run) / "metrics.jsonl").read_text().splitlines()]
+    best = max(r["val_f1_micro"] for r in rows)
+    p = subprocess.run([sys.executable, bench, f"tiny={trained_run}", "--reference", trained_run,
+                        "--out", tmp_path / "curves.png"], capture_output=True, text=True, check=True)
+    assert f"{best:.4f}" in p.stdout and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([sys.executable, bench, f"x={tmp_path}"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no metrics.jsonl" in bad.stderr
