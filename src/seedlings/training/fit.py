@@ -244,7 +244,6 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-
 def make_loader(cfg: TrainConfig, env: D.DistEnv, train_set: Subset, num_classes: int) -> DataLoader:
     """Batches of this process's share of the training images: ``batch_size`` is global, split across processes."""
     per_rank = max(1, cfg.batch_size // env.world_size)
