@@ -210,3 +210,11 @@ def test_check_dimensions_is_the_rule_every_path_applies(size, code):
         open_image(bytes(data), name="x.png")
     assert (opened.value.code, str(opened.value)) == (code, str(rule.value))
     check_dimensions((150, 150), DEFAULT_MAX_PIXELS)  # a dataset photo passes
+
+
+def test_every_accepted_format_has_its_decoder_registered():
+    from PIL import Image
+
+    from seedlings.images import FORMATS
+
+    assert set(FORMATS) <= set(Image.OPEN), set(FORMATS) - set(Image.OPEN)

@@ -23,6 +23,7 @@ class ImageError(SeedlingsError):
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
         self.reason = message
+        self.images = 1  # how many images of one request failed (the service counts each in its metrics)
 
 
 def missing_extra(extra: str, module: str) -> SeedlingsError:

@@ -13,7 +13,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (  # the decoders of FORMATS, registered by importing them (and no other plugin)
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    Image,
+    ImageOps,
+    JpegImagePlugin,  # noqa: F401
+    MpoImagePlugin,  # noqa: F401  (JPEG's decoder hands multi-picture files to it)
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
 
 from seedlings.errors import ImageError
 
@@ -25,6 +36,9 @@ except ImportError:  # optional: Pillow decodes everything, only slower for PNG
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
 )
+# The formats any decoder may see: Pillow knows ~40 (EPS among them, which runs Ghostscript on the
+# upload), so Image.open is always given this list. The JPEG decoder also opens phones' MPO files.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "TIFF", "GIF")
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7,000 × 7,000; far beyond any seedling photo
 MIN_SIDE = 8
 MAX_ASPECT = 20.0
@@ -55,11 +69,9 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = 
     if fast is not None:
         return fast
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        img = pillow_open(data)
     except UnidentifiedImageError as exc:
-        raise ImageError("not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, GIF)",
+        raise ImageError("not an image in an accepted format (PNG, JPEG, WebP, BMP, TIFF, GIF)",
                          "not_an_image", label) from exc
     except Exception as exc:  # Pillow raises many types on malformed headers
         raise ImageError(f"unreadable image header ({exc})", "unreadable", label) from exc
@@ -77,6 +89,14 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = 
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def pillow_open(data: bytes) -> Image.Image:
+    """``Image.open`` limited to :data:`FORMATS` (header only; nothing decoded yet). Raises
+    UnidentifiedImageError for any other format, before its decoder sees a byte."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
 def _plain_png(data: bytes, max_pixels: int, label) -> Image.Image | None:

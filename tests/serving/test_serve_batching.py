@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from tests.serving.conftest import png_bytes, wait_for_queue_depth
 
+from seedlings.serving.errors import InferenceTimeout, Overloaded
 from seedlings.serving.metrics import Metrics
-from seedlings.serving.predictor import InferenceTimeout, Overloaded, Predictor
+from seedlings.serving.predictor import Predictor
 from seedlings.serving.settings import Settings
 
 

@@ -18,9 +18,9 @@ from PIL import Image
 
 from seedlings.images import open_image
 from seedlings.preprocess import PreprocessSpec, resize_square
-from seedlings.serving.decoding import LARGE, PixelBudget, box_reduce, decode_all, decode_large, peek
-from seedlings.serving.errors import ApiError
-from seedlings.serving.predictor import Overloaded
+from seedlings.serving.decoding import LARGE, box_reduce, decode_all, decode_large, peek
+from seedlings.serving.errors import ApiError, Overloaded
+from seedlings.serving.limits import Budget
 from seedlings.serving.settings import cpu_limit
 
 SPEC = PreprocessSpec(image_size=64)
@@ -76,9 +76,9 @@ def test_budget_refuses_before_decoding():
         return full_path(src)
 
     with pytest.raises(ApiError) as too_many:  # the request alone is over its limit: 413, nothing decoded
-        decode_all([(small, "a"), (small, "b")], SPEC, 50_000_000, PixelBudget(10**9), 15_000, decode)
+        decode_all([(small, "a"), (small, "b")], SPEC, 50_000_000, Budget(10**9), 15_000, decode)
     assert too_many.value.status == 413 and too_many.value.code == "too_many_pixels"
-    busy = PixelBudget(30_000)
+    busy = Budget(30_000)
     assert busy.take(25_000)  # another request is decoding
     with pytest.raises(Overloaded) as overloaded:
         decode_all([(small, "c")], SPEC, 50_000_000, busy, 10**9, decode)

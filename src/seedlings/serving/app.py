@@ -17,11 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from seedlings import __version__
-from seedlings.serving.decoding import PixelBudget, release_memory
 from seedlings.serving.deps import BodyLimitMiddleware, ready_or_none
 from seedlings.serving.errors import error_response, error_responses, install_error_handlers
+from seedlings.serving.limits import Budget, release_memory
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.predictor import Predictor
+from seedlings.serving.protocol import report_refusals_to
 from seedlings.serving.routes_v1 import PredictFastPath
 from seedlings.serving.routes_v1 import router as v1_router
 from seedlings.serving.routes_v2 import router as v2_router
@@ -74,8 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               '`{"error": {"code", "message"}}` with a 4xx (or 503) status.')
     app.state.settings = settings
     app.state.metrics = Metrics()
+    report_refusals_to(app.state.metrics.observe_refused)
     app.state.predictor = None
-    app.state.decode_budget = PixelBudget(settings.max_decode_pixels)
+    app.state.decode_budget = Budget(settings.max_decode_pixels)
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(v2_router)
@@ -85,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: metrics see every response, including CORS preflights and 413s.
     app.add_middleware(PredictFastPath, route=next(r for r in v1_router.routes if r.path == "/v1/predict"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, metrics=app.state.metrics,
-                       timeout=settings.upload_timeout_s)
+                       timeout=settings.upload_timeout_s, in_flight=Budget(settings.max_body_bytes_in_flight))
     if settings.cors_origin_list:
         app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"],

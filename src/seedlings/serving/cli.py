@@ -20,7 +20,7 @@ FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_
                "max_wait_ms", "idle_dispatch", "queue_size", "max_body_bytes", "max_pixels", "max_files",
                "cors_origins", "request_timeout_s", "upload_timeout_s", "json_logs", "log_level", "threads",
                "decode_threads", "max_request_pixels", "max_decode_pixels", "header_timeout_s",
-               "keepalive_timeout_s", "metrics_port")
+               "keepalive_timeout_s", "metrics_port", "max_body_bytes_in_flight")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -46,6 +46,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "(by default it runs at once; the wait applies to images queued behind a busy model)")
     p.add_argument("--queue-size", type=int, dest="queue_size", help="waiting images before 503 (256)")
     p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit (10 MB)")
+    p.add_argument("--max-body-bytes-in-flight", type=int, dest="max_body_bytes_in_flight",
+                   help="request bodies held per worker, all requests together (64 MiB); beyond it 503 + "
+                        "Retry-After before the body is read")
     p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")
     p.add_argument("--max-files", type=int, dest="max_files", help="photos per request (32)")
     p.add_argument("--max-request-pixels", type=int, dest="max_request_pixels",

@@ -21,45 +21,22 @@ most phone photos after JPEG draft) take exactly the old path, so their pixels d
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import io
 import math
-import threading
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from seedlings.images import PNG_SIGNATURE, check_dimensions, open_image, plain_png_pixels, to_rgb
+from seedlings.errors import ImageError
+from seedlings.images import PNG_SIGNATURE, check_dimensions, open_image, pillow_open, plain_png_pixels, to_rgb
 from seedlings.preprocess import PreprocessSpec, resize_square
-from seedlings.serving.errors import ApiError
-from seedlings.serving.predictor import Overloaded
+from seedlings.serving.errors import ApiError, Overloaded
+from seedlings.serving.limits import Budget, release_memory
 
 LARGE = 4_000_000  # pixels; above this an image is decoded leanly (a 2,000 × 2,000 photo)
 OVERSAMPLE = 2  # lean decoding keeps at least this many times the model's input size on the short side
-_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "I", "F", "I;16")
-
-
-class PixelBudget:
-    """Decoded pixels in flight in this process; ``take`` never waits: over budget is refused at once."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.in_use = 0
-        self._lock = threading.Lock()
-
-    def take(self, pixels: int) -> bool:
-        with self._lock:
-            if self.in_use and self.in_use + pixels > self.limit:
-                return False
-            self.in_use += pixels
-            return True
-
-    def give(self, pixels: int) -> None:
-        with self._lock:
-            self.in_use -= pixels
+# Modes Image.reduce accepts; others (16-bit grey "I;16" among them) are converted at full size instead.
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "I", "F")
 
 
 def peek(source, spec: PreprocessSpec) -> int:
@@ -70,17 +47,15 @@ def peek(source, spec: PreprocessSpec) -> int:
     if source[:8] == PNG_SIGNATURE and source[12:16] == b"IHDR" and len(source) >= 24:
         return int.from_bytes(source[16:20], "big") * int.from_bytes(source[20:24], "big")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(source))
-            if img.format == "JPEG" and img.width * img.height > LARGE:
-                img.draft("RGB", _draft_size(img.size, spec.image_size))
+        img = pillow_open(source)
+        if img.format in ("JPEG", "MPO") and img.width * img.height > LARGE:
+            img.draft("RGB", _draft_size(img.size, spec.image_size))
         return img.width * img.height
     except Exception:  # Pillow raises many types on malformed headers; decoding reports them
         return 0
 
 
-def admit(costs: list[int], budget: PixelBudget, max_request: int) -> int:
+def admit(costs: list[int], budget: Budget, max_request: int) -> int:
     """Take the request's pixels from the budget, or refuse it: 413 over the request limit, 503 when the
     process is busy decoding others. Returns what was taken (give it back when done)."""
     total = sum(costs)
@@ -101,15 +76,23 @@ async def decode_images(request, predictor, items: list[tuple[object, str | None
 
 
 def decode_all(items: list[tuple[object, str | None]], spec: PreprocessSpec, max_pixels: int,
-               budget: PixelBudget, max_request: int, small: Callable) -> list[np.ndarray]:
+               budget: Budget, max_request: int, small: Callable) -> list[np.ndarray]:
     """Each (source, name) to the model's S×S×3 input, within the budget; runs in a decoding thread.
     ``small(source, name)`` decodes images up to LARGE pixels (the model's own path)."""
     # An image over the per-photo limit costs nothing: it is refused from its header (422 too_large).
     costs = [cost if cost <= max_pixels else 0 for cost in (peek(src, spec) for src, _ in items)]
     taken = admit(costs, budget, max_request)
     try:
-        return [small(src, name) if cost <= LARGE else decode_large(src, name, spec, max_pixels)
-                for (src, name), cost in zip(items, costs)]
+        images, failed = [], []
+        for (src, name), cost in zip(items, costs):
+            try:
+                images.append(small(src, name) if cost <= LARGE else decode_large(src, name, spec, max_pixels))
+            except ImageError as exc:  # the request fails with the first; the metric counts every bad image
+                failed.append(exc)
+        if failed:
+            failed[0].images = len(failed)
+            raise failed[0]
+        return images
     finally:
         budget.give(taken)
         if max(costs, default=0) > LARGE:
@@ -162,14 +145,12 @@ def box_reduce(pixels: np.ndarray, f: int) -> np.ndarray:
 def _lean_pillow(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Image.Image:
     """Pillow's path (the same checks and errors as open_image), with JPEG draft and an early reduce."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        img = pillow_open(data)
     except Exception:
         return open_image(data, max_pixels, name)  # raises the image error that names the problem
     check_dimensions(img.size, max_pixels, name)  # the full size: the limit is per photo as sent
     try:
-        if img.format == "JPEG":
+        if img.format in ("JPEG", "MPO"):
             img.draft("RGB", _draft_size(img.size, spec.image_size))
         img.seek(0)
         img.load()
@@ -179,19 +160,3 @@ def _lean_pillow(data: bytes, spec: PreprocessSpec, max_pixels: int, name) -> Im
     if f > 1 and img.mode in _REDUCIBLE:
         img = img.reduce(f)
     return to_rgb(ImageOps.exif_transpose(img))
-
-
-_libc = None
-
-
-def release_memory() -> None:
-    """Give freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
-    global _libc
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        try:
-            _libc = ctypes.CDLL(name) if name else False
-        except OSError:
-            _libc = False
-    if _libc and hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)

@@ -7,7 +7,15 @@ import hmac
 
 from fastapi import Request
 
-from seedlings.serving.errors import ApiError, BodyTooLarge, UploadTimeout, body_too_large_message, scoped_error
+from seedlings.serving.errors import (
+    ApiError,
+    BodyTooLarge,
+    Overloaded,
+    UploadTimeout,
+    body_too_large_message,
+    scoped_error,
+)
+from seedlings.serving.limits import Budget
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.protocol import DRAINING  # set by the HTTP protocol when shutdown begins mid-upload
 
@@ -50,13 +58,19 @@ class BodyLimitMiddleware:
     Checking as bytes arrive (not after buffering) means a chunked upload of any size costs
     at most ``limit`` bytes of memory before it gets its 413, and a client that stalls mid-upload
     holds its connection for at most ``timeout`` seconds.
+
+    All bodies together are bounded too (``in_flight``, a :class:`Budget` of bytes): when a route first
+    reads its body, the declared Content-Length (or, chunked, each chunk as it comes) is taken from the
+    budget and given back when the request ends. Over it, 503 + Retry-After before the body is read:
+    40 clients each sending 10 MiB no longer hold 40 × 10 MiB (issue #21).
     """
 
-    def __init__(self, app, limit: int, metrics, timeout: float | None = None):
+    def __init__(self, app, limit: int, metrics, timeout: float | None = None, in_flight: Budget | None = None):
         self.app = app
         self.limit = limit
         self.metrics = metrics
         self.timeout = timeout
+        self.in_flight = in_flight
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -70,16 +84,23 @@ class BodyLimitMiddleware:
                                {"Connection": "close"})(scope, receive, send)
             return
         has_body = declared not in (None, b"0") or b"transfer-encoding" in headers
-        guard = _BodyGuard(self, scope, receive, send, has_body)
-        await self.app(scope, guard.receive, guard.send)
+        guard = _BodyGuard(self, scope, receive, send, has_body,
+                           int(declared) if declared is not None and declared.isdigit() else None)
+        try:
+            await self.app(scope, guard.receive, guard.send)
+        finally:
+            if self.in_flight is not None and guard.held:
+                self.in_flight.give(guard.held)
 
 
 class _BodyGuard:
     """One request's body: its size, its deadline, and whether it has all been read."""
 
-    def __init__(self, limits: BodyLimitMiddleware, scope, receive, send, has_body: bool):
+    def __init__(self, limits: BodyLimitMiddleware, scope, receive, send, has_body: bool, declared: int | None):
         self.limits, self.scope, self._receive, self._send = limits, scope, receive, send
         self.received = 0
+        self.declared = declared
+        self.held = 0  # bytes taken from the in-flight budget, given back when the request ends
         self.complete = not has_body
         self.loop = asyncio.get_running_loop()
         # Only the body is timed: once it is complete, later receives (waiting for a disconnect while
@@ -87,6 +108,8 @@ class _BodyGuard:
         self.deadline = None if limits.timeout is None else self.loop.time() + limits.timeout
 
     async def receive(self):
+        if not self.complete and self.declared and not self.held:
+            self._hold(self.declared)  # before reading a byte of it
         if self.deadline is None or self.complete:
             message = await self._receive()
         else:
@@ -99,10 +122,22 @@ class _BodyGuard:
             self._count(message)
         return message
 
+    def _hold(self, n: int) -> None:
+        budget = self.limits.in_flight
+        if budget is None or n <= 0:
+            return
+        if not budget.take(n):  # counted in images_rejected_total{reason="body_budget"} by the 503's handler
+            raise Overloaded(1, "body_budget", f"the server is receiving other uploads ({budget.in_use:,} bytes "
+                                               "in flight)")
+        self.held += n
+
     def _count(self, message) -> None:
-        self.received += len(message.get("body", b""))
+        size = len(message.get("body", b""))
+        self.received += size
         if self.received > self.limits.limit:
             raise BodyTooLarge(self.limits.limit)
+        if self.declared is None:  # chunked: held as it arrives
+            self._hold(size)
         if not message.get("more_body", False):
             self.complete = True
         elif self.scope.get(DRAINING):  # set by the protocol on shutdown: do not wait for the rest

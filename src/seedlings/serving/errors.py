@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from seedlings.errors import ImageError
-from seedlings.serving.predictor import InferenceTimeout, Overloaded
 
 log = logging.getLogger("seedlings.serving")
 
@@ -62,6 +61,19 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class Overloaded(Exception):
+    """A limit of the whole process was reached (queue, decoding or body budget); retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: int, reason: str = "overloaded", message: str | None = None):
+        super().__init__(message or f"the server is busy ({retry_after}s estimated wait)")
+        self.retry_after = retry_after
+        self.reason = reason  # the metrics label: which limit was reached
+
+
+class InferenceTimeout(Exception):
+    """The images were not classified within the request timeout."""
 
 
 class BodyTooLarge(Exception):
@@ -128,7 +140,7 @@ async def _api_error(request: Request, exc: ApiError):
 
 
 async def _image_error(request: Request, exc: ImageError):
-    request.app.state.metrics.rejected.labels(exc.code).inc()
+    request.app.state.metrics.rejected.labels(exc.code).inc(getattr(exc, "images", 1))  # each bad image
     where = f"{exc.path}: " if exc.path else ""
     return _reply(request, 422, exc.code, f"{where}{exc.reason}")
 

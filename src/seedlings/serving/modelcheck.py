@@ -16,7 +16,7 @@ import numpy as np
 
 from seedlings.artifact import ModelFile, ModelFileError
 from seedlings.errors import SeedlingsError, missing_extra
-from seedlings.serving.decoding import release_memory
+from seedlings.serving.limits import release_memory
 
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 

@@ -33,23 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from seedlings.inference import Model, resolve_model_dir
+from seedlings.serving.errors import InferenceTimeout, Overloaded
 from seedlings.serving.metrics import Metrics
+from seedlings.serving.modelcheck import check_model_dir
 from seedlings.serving.settings import Settings
 
 log = logging.getLogger("seedlings.serving")
-
-
-class Overloaded(Exception):
-    """The queue is full; the client should retry after ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: int, reason: str = "overloaded", message: str | None = None):
-        super().__init__(message or f"the server is busy ({retry_after}s estimated wait)")
-        self.retry_after = retry_after
-        self.reason = reason  # the metrics label: which limit was reached
-
-
-class InferenceTimeout(Exception):
-    """The images were not classified within the request timeout."""
+TTA_VIEWS = 8  # the quarter turns and flips of a top-down photo (inference.Model.assess with tta)
 
 
 @dataclass
@@ -83,6 +73,7 @@ class Predictor:
         self._stopped = False
         self._busy = False  # a batch is being collected after a busy spell, or running
         self._queue: deque[_Item] = deque()
+        self._load = 0  # queue places taken: an image is 1, a TTA image TTA_VIEWS
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         # One inference at a time: ONNX Runtime already spreads one run over all its threads.
@@ -94,8 +85,6 @@ class Predictor:
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> Predictor:
         """Load the model with ONNX Runtime only: the service never falls back to torch."""
-        from seedlings.serving.modelcheck import check_model_dir
-
         model_dir = resolve_model_dir(settings.model_dir)
         check_model_dir(model_dir, settings.precision)  # the same checks as `serve` at start
         model = Model(model_dir, backend="onnx", spinning=False, precision=settings.precision,
@@ -166,8 +155,12 @@ class Predictor:
 
     async def assess(self, images: list[np.ndarray], tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Queue the images; wait for their probabilities and feature distances (None: model has none)."""
-        if len(self._queue) + len(images) > self.settings.queue_size:
+        # TTA runs 8 views of each image: it takes 8 places of the queue, so the queue bounds the work
+        # waiting, and a client asking for tta is refused (503) 8 times sooner, not let in for 8× the cost.
+        cost = len(images) * (TTA_VIEWS if tta else 1)
+        if self._load + cost > self.settings.queue_size:
             raise Overloaded(self._retry_after())
+        self._load += cost
         loop = asyncio.get_running_loop()
         now = loop.time()
         items = [_Item(img, tta, loop.create_future(), now, self._busy) for img in images]
@@ -195,7 +188,7 @@ class Predictor:
         return [p.to_dict() for p in self.model.to_predictions(probs, top_k, named, distance)]
 
     def _retry_after(self) -> int:
-        batches = math.ceil((len(self._queue) + 1) / self.max_batch)
+        batches = math.ceil((self._load + 1) / self.max_batch)
         return max(1, math.ceil(batches * self._batch_seconds))
 
     # -- the batching worker ----------------------------------------------------------------------
@@ -236,6 +229,7 @@ class Predictor:
 
     def _take(self) -> list[_Item]:
         batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        self._load -= sum(TTA_VIEWS if item.tta else 1 for item in batch)
         self.metrics.queue_depth.set(len(self._queue))
         return [item for item in batch if not item.future.done()]  # drop timed-out requests
 

@@ -11,6 +11,10 @@
   keep-alive connection); otherwise the connection is closed (408 if it had sent part of a request).
 * A response sent before the request body has arrived (413, 401, 408…) closes the connection.
   uvicorn would otherwise keep reading, and discarding, the rest of the body for as long as it came.
+* Framing: a request with both Content-Length and Transfer-Encoding is refused (400) and the connection
+  closed (RFC 9112 §6.3). h11 frames it as chunked; a proxy that frames it by Content-Length would see
+  a different request boundary, and a request hidden in the body would be answered (smuggling).
+* Requests refused here, before the app sees them (400, 408), are counted in the app's metrics.
 * Shutdown: a request still uploading its body is told at once (its scope gets ``seedlings.draining``
   and its ``receive`` wakes up; the body limit middleware answers 408 and closes), instead of holding
   the drain until the upload timeout.
@@ -23,6 +27,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,6 +35,34 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 DRAINING = "seedlings.draining"  # scope key: shutdown began while this request was uploading
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 log = logging.getLogger("seedlings.serving")
+_refused: Callable[[int, str], None] | None = None
+
+
+def report_refusals_to(observer: Callable[[int, str], None] | None) -> None:
+    """``observer(status, reason)`` hears of each request refused here (the app's metrics: one app a process)."""
+    global _refused
+    _refused = observer
+
+
+def _report(status: int, reason: str) -> None:
+    if _refused is not None:
+        _refused(status, reason)
+
+
+class StrictConnection(h11.Connection):
+    """h11's server side, refusing the framing that makes request smuggling possible."""
+
+    refusal: str | None = None
+
+    def next_event(self):
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}  # h11 gives them lower-cased
+            if b"transfer-encoding" in names and b"content-length" in names:
+                self.refusal = ("the request has both Content-Length and Transfer-Encoding; send one of them "
+                                "(RFC 9112 section 6.3)")
+                raise h11.RemoteProtocolError(self.refusal)
+        return event
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,6 +95,10 @@ class NoDelayH11Protocol(H11Protocol):
 
     _header_timer = None
     _partial = False  # bytes of a request whose headers are not complete yet have arrived
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = StrictConnection(h11.SERVER, self.conn._max_incomplete_event_size)
 
     def connection_made(self, transport) -> None:
         set_nodelay(transport)
@@ -100,6 +137,8 @@ class NoDelayH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """A malformed request, answered in the service's JSON error shape (uvicorn's is plain text)."""
+        msg = self.conn.refusal or msg
+        _report(400, "bad_request")
         body = json.dumps({"error": {"code": "bad_request", "message": msg}}).encode()
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
                              b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -123,6 +162,7 @@ class NoDelayH11Protocol(H11Protocol):
         if self.transport.is_closing() or not self._awaiting_request():
             return
         if self._partial:
+            _report(408, "header_timeout")
             self.transport.write(_timeout_response())
         log.debug("closing a connection whose request headers did not arrive within %gs", header_timeout())
         self.transport.close()

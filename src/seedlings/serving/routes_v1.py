@@ -92,11 +92,21 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str | Non
 
 
 def _check_file_count(body: bytes, content_type: str, max_files: int) -> None:
-    """More parts than ``max_files``: 413 (a limit, as documented), not the form parser's 400."""
+    """More parts than ``max_files``: 413 (a limit, as documented), not the form parser's 400; a body cut
+    before its closing boundary: 400 that says so (the parser would report a missing field)."""
     boundary = boundary_of(content_type)
-    if boundary is not None and body.count(b"--" + boundary + b"\r\n") > max_files:
-        raise ApiError(413, "too_many_files", f"more than {max_files} files in one request; send them in "
-                       "several requests")
+    if boundary is None:
+        return
+    delimiter = b"--" + boundary
+    parts = body.count(delimiter + b"\r\n")
+    if parts > max_files:
+        files = body.count(b"filename=")
+        what = f"more than {max_files} files" if files > max_files else \
+            f"{parts} form parts ({files} of them files); at most {max_files} parts, only 'file' fields are read"
+        raise ApiError(413, "too_many_files", f"{what} in one request; send them in several requests")
+    if parts and delimiter + b"--" not in body:
+        raise ApiError(400, "truncated_form", "the multipart body ends before its closing boundary "
+                       f"(--{boundary.decode('latin-1')}--): the upload was cut off; send it again")
 
 
 async def _read_multipart(request: Request, max_files: int) -> list[tuple[str | None, bytes]]:

@@ -20,6 +20,8 @@ ENV_PREFIX = "SEEDLINGS_"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Decoded pixels: 64 M is one 8,000 × 8,000 photo, or some 2,800 dataset photos (150 × 150).
 DEFAULT_DECODE_PIXELS = 64_000_000
+# Bodies being read or held: 6 full 10 MiB uploads, or some 1,600 dataset photos (40 KB).
+DEFAULT_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 
 
 def cpu_limit(root: Path = CGROUP_ROOT) -> int:
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
                                                   "off: every batch waits up to max_wait_ms to fill")
     queue_size: int = Field(256, ge=1, description="images waiting for inference; beyond it 503")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_body_bytes_in_flight: int = Field(DEFAULT_BODY_BYTES_IN_FLIGHT, ge=1,
+                                          description="request bodies held in this process, all requests "
+                                                      "together (beyond it 503 + Retry-After, before reading)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=64, description="per image, checked before decoding")
     max_files: int = Field(32, ge=1, description="images per request (beyond it 413)")
     max_request_pixels: int = Field(DEFAULT_DECODE_PIXELS, ge=64,

@@ -100,8 +100,14 @@ def _validate(head: bytes) -> InferenceRequest:
         data = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"the request is not valid JSON ({exc})", "invalid_request") from exc
+    except RecursionError:  # '[' * 2000: Python's parser recurses once per level
+        raise invalid("the request's JSON is nested too deeply; a v2 request needs a few levels",
+                      "invalid_request") from None
     try:
         return InferenceRequest.model_validate(data)
+    except RecursionError:
+        raise invalid("the request's JSON is nested too deeply; a v2 request needs a few levels",
+                      "invalid_request") from None
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()[:5]]
         raise invalid("; ".join(parts), "invalid_request") from exc
