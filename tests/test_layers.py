@@ -1,5 +1,7 @@
-"""The import contract (`make lint` runs this file): layers only import downwards, and the service never
-reaches torch, timm, training or models, not even through a function-level import.
+"""The import contract (`make lint` runs this file): layers only import downwards, the service never
+reaches torch, timm, training or models, not even through a function-level import, and no modules
+import each other in a circle (function-level imports count: a lazy import does not break a loop of
+responsibilities, it hides it).
 
 The layers, top to bottom, are drawn in docs/architecture.md. Modules of one layer that sit side by
 side (serving and runs; training and export) do not import each other. Imports under
@@ -121,6 +123,28 @@ def serving_violations(graph: dict[str, set[str]]) -> list[str]:
     return out
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other in a circle: each module with those it reaches and that
+    reach it back (a few hundred modules: plain reachability is fast enough and easy to check)."""
+    edges = {m: {t for t in targets if t in graph and t != m} for m, targets in graph.items()}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for target in edges[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    reaches = {m: reach(m) for m in edges}
+    groups = {tuple(sorted({m} | {o for o in reaches[m] if m in reaches[o]})) for m in edges if m in reaches[m]}
+    return sorted(list(g) for g in groups)
+
+
+def test_no_import_cycles():
+    assert import_cycles(import_graph()) == []
+
+
 def test_layers_only_import_downwards():
     assert layer_violations(import_graph()) == []
 
@@ -143,3 +167,11 @@ def test_the_contract_fails_on_an_upward_import_and_on_torch_in_the_service(tmp_
     assert "seedlings.serving.predictor reaches seedlings.models.backend (imported by seedlings.inference)" \
         in reached
     assert any(r.startswith("seedlings.serving.predictor reaches torch ") for r in reached)
+
+
+def test_the_cycle_check_fails_on_a_planted_cycle(tmp_path):
+    shutil.copytree(SRC / "seedlings", tmp_path / "seedlings", ignore=shutil.ignore_patterns("default_model",
+                                                                                              "static"))
+    with open(tmp_path / "seedlings" / "serving" / "errors.py", "a") as fh:
+        fh.write("\n\ndef _loop():\n    from seedlings.serving.predictor import Predictor  # noqa\n")
+    assert ["seedlings.serving.errors", "seedlings.serving.predictor"] in import_cycles(import_graph(tmp_path))

@@ -58,6 +58,9 @@ class TrainConfig:
     channels_last: bool = True
     val_fraction: float = 0.15
     val_data: str | None = None  # a separate labelled folder for validation instead of a split
+    folds: int = 0  # K ≥ 2: stratified K-fold from --split-seed instead of --val-fraction (0 = off)
+    fold: int | None = None  # which fold validates (0 … K-1); None with --folds: train every fold in turn
+    keep: str = "best"  # best | last: the weights shipped (last: the held-out images choose nothing)
     seed: int = 0
     split_seed: int | None = None  # seed of the stratified validation split; None = seed
     bad_images: str = "skip"
@@ -66,7 +69,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     CHOICES = {"balance": ("loss", "sampler", "none"), "precision": ("auto", "fp32", "bf16", "fp16"),
-               "bad_images": ("skip", "fail")}
+               "bad_images": ("skip", "fail"), "keep": ("best", "last")}
 
     def validate(self) -> TrainConfig:
         if not self.data:
@@ -89,6 +92,7 @@ class TrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
+        self._check_folds()
         if self.freeze_epochs and not (self.pretrained or self.weights or self.init):
             raise UsageError(f"--freeze-epochs {self.freeze_epochs}: freezing only makes sense for learned "
                              "layers; add --pretrained, --weights or --init, or drop --freeze-epochs")
@@ -102,6 +106,17 @@ class TrainConfig:
                              f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "
                              f"multiple of {backbone.space_to_depth}")
         return self
+
+    def _check_folds(self) -> None:
+        if self.folds == 0 and self.fold is None:
+            return
+        if self.folds < 2:
+            raise UsageError(f"--fold {self.fold}: needs --folds K (K ≥ 2), the number of folds it is one of"
+                             if self.folds == 0 else f"--folds {self.folds}: must be at least 2 (or 0: no folds)")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise UsageError(f"--fold {self.fold}: must be in 0 … {self.folds - 1} (--folds {self.folds})")
+        if self.val_data:
+            raise UsageError("--folds splits --data into folds; it cannot be combined with --val-data")
 
     def _apply_init(self) -> None:
         """``--init MODEL_DIR`` trains that model's backbone; a different --model is a contradiction."""
@@ -168,10 +183,26 @@ FINETUNE = {"model": "efficientnet_lite0", "image_size": 160, "epochs": 10, "bat
 
 def recipe(values: dict) -> dict:
     """The defaults that apply: FINETUNE when the run starts from learned weights (--pretrained or
-    --init), the from-scratch defaults otherwise. --init keeps its model's backbone."""
+    --init), the from-scratch defaults otherwise. --init keeps its model's backbone. K-fold runs keep their
+    last epoch: the fold that scores a model must not choose its epoch."""
+    folds = {"keep": "last"} if values.get("folds") else {}
     if not (values.get("pretrained") or values.get("init")):
+        return folds
+    return {**folds, **{k: v for k, v in FINETUNE.items() if not (k == "model" and values.get("init"))}}
+
+
+def given_settings(config: TrainConfig | dict | None) -> dict:
+    """The settings a Python caller gave: a dict as it is; of a TrainConfig, the fields that differ from the
+    defaults (a dataclass cannot tell a default it was given from one it was not)."""
+    if config is None:
         return {}
-    return {k: v for k, v in FINETUNE.items() if not (k == "model" and values.get("init"))}
+    if isinstance(config, dict):
+        return dict(config)
+    defaults = TrainConfig().to_dict()
+    values = config.to_dict()
+    given = {k: v for k, v in values.items() if k != "augment" and v != defaults[k]}
+    augment = {k: v for k, v in values["augment"].items() if v != defaults["augment"][k]}
+    return {**given, **({"augment": augment} if augment else {})}
 
 
 def resolve(config_file: str | None, overrides: dict) -> TrainConfig:
@@ -180,9 +211,10 @@ def resolve(config_file: str | None, overrides: dict) -> TrainConfig:
     file_values = load_yaml(config_file) if config_file else {}
     given = {k: v for k, v in overrides.items() if v is not None}
     finetune = recipe({**file_values, **given})
-    aug = {**base["augment"], **finetune.pop("augment", {}), **(file_values.pop("augment", None) or {})}
+    aug = {**base["augment"], **finetune.pop("augment", {}), **(file_values.pop("augment", None) or {}),
+           **(given.pop("augment", None) or {})}
     base.update(finetune)
     base.update(file_values)
-    base["augment"] = aug
     base.update(given)
+    base["augment"] = aug
     return TrainConfig.from_dict(base, where=config_file or "settings").validate()

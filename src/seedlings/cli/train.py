@@ -29,6 +29,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--val-fraction", type=float, dest="val_fraction")
     p.add_argument("--val-data", dest="val_data", help="separate labelled folder for validation")
+    p.add_argument("--folds", type=int, help="stratified K-fold cross-validation (from --split-seed): with --fold I "
+                                              "trains fold I; alone, trains every fold in --out/fold-I "
+                                              "(resumable) and writes the out-of-fold predictions")
+    p.add_argument("--fold", type=int, help="the fold (0 … K-1) that validates this run")
+    p.add_argument("--keep", choices=["best", "last"],
+                   help="the weights the run ships: the best validation epoch (default) or the last one")
     p.add_argument("--seed", type=int)
     p.add_argument("--split-seed", type=int, dest="split_seed",
                    help="seed of the validation split (default: --seed); ensemble members share one")

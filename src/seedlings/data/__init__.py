@@ -2,6 +2,7 @@
 
 from seedlings.data.cache import PreparedData, prepare
 from seedlings.data.index import DatasetIndex, index_folder
-from seedlings.data.split import Split, Subset, stratified_split
+from seedlings.data.split import Split, Subset, fold_split, stratified_folds, stratified_split
 
-__all__ = ["DatasetIndex", "index_folder", "PreparedData", "prepare", "Split", "Subset", "stratified_split"]
+__all__ = ["DatasetIndex", "index_folder", "PreparedData", "prepare", "Split", "Subset", "stratified_split",
+           "stratified_folds", "fold_split"]

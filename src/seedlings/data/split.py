@@ -18,6 +18,7 @@ class Subset:
     images: np.ndarray  # the whole cache, N×S×S×3 uint8 (memory-mapped)
     labels: np.ndarray  # label of every cache row, in the model's class order
     rows: np.ndarray  # the rows in this subset
+    files: list[str] | None = None  # relative path of every cache row (for per-image outputs)
 
 
 @dataclass
@@ -26,9 +27,12 @@ class Split:
     val: list[str]
     seed: int
     val_fraction: float
+    folds: int | None = None  # K-fold: this split validates on fold ``fold`` of ``folds``
+    fold: int | None = None
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "val_fraction": self.val_fraction,
+        kfold = {"folds": self.folds, "fold": self.fold} if self.folds else {}
+        return {"seed": self.seed, "val_fraction": self.val_fraction, **kfold,
                 "n_train": len(self.train), "n_val": len(self.val), "train": self.train, "val": self.val}
 
     def save(self, path: str | Path) -> None:
@@ -39,7 +43,7 @@ class Split:
         d = read_json(path, "split file")
         try:
             return cls(train=list(d["train"]), val=list(d["val"]), seed=int(d["seed"]),
-                       val_fraction=float(d["val_fraction"]))
+                       val_fraction=float(d["val_fraction"]), folds=d.get("folds"), fold=d.get("fold"))
         except (KeyError, TypeError, ValueError) as exc:
             raise SeedlingsError(f"{path}: split file lacks {exc}; delete it to re-split") from exc
 
@@ -61,3 +65,29 @@ def stratified_split(files: list[str], labels: list[int], val_fraction: float = 
         val.extend(files[i] for i in idx[:n_val])
         train.extend(files[i] for i in idx[n_val:])
     return Split(train=sorted(train), val=sorted(val), seed=seed, val_fraction=val_fraction)
+
+
+def stratified_folds(files: list[str], labels: list[int], k: int, seed: int = 0) -> list[list[str]]:
+    """``k`` disjoint folds covering every file, each class spread evenly: per class a seeded shuffle dealt
+    round-robin, each class starting where the last one stopped, so fold sizes differ by at most one."""
+    if k < 2:
+        raise SeedlingsError(f"--folds {k}: must be at least 2")
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    start = 0
+    for c in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == c)
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            folds[(start + j) % k].append(files[i])
+        start = (start + len(idx)) % k
+    return [sorted(f) for f in folds]
+
+
+def fold_split(files: list[str], labels: list[int], k: int, fold: int, seed: int = 0) -> Split:
+    """Fold ``fold`` of :func:`stratified_folds` validates; the other K-1 train."""
+    folds = stratified_folds(files, labels, k, seed)
+    train = sorted(f for i, part in enumerate(folds) if i != fold for f in part)
+    return Split(train=train, val=folds[fold], seed=seed, val_fraction=len(folds[fold]) / len(files),
+                 folds=k, fold=fold)

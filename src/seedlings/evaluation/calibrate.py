@@ -34,12 +34,12 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration
     return calibration, rule
 
 
-def calibrate_run(model, val_set, spec, classes) -> tuple[Calibration, UnknownRule, dict]:
-    """Fit on validation logits of the best weights; also return their evaluation report."""
+def calibrate_run(model, val_set, spec, classes) -> tuple[Calibration, UnknownRule, dict, np.ndarray]:
+    """Fit on validation logits of the shipped weights; also return their evaluation report and the logits."""
     logits = predict_logits(model, val_set.images, val_set.rows, spec)
     labels = val_set.labels[val_set.rows]
     calibration, rule = fit_calibration(logits, labels)
     pred = logits.argmax(axis=1) if len(labels) else np.zeros(0, int)
     report = report_from_confusion(confusion_matrix(labels, pred, len(classes)), classes)
     report["split"] = "validation"
-    return calibration, rule, report
+    return calibration, rule, report, logits

@@ -78,7 +78,7 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
                              "validation images")
     spec, classes = files[0].preprocess, files[0].classes
     ensemble = Ensemble([load_run_model(run, member) for run, member in zip(runs, files)]).eval()
-    calibration, rule, report = calibrate_run(ensemble, val_set, spec, classes)
+    calibration, rule, report, _ = calibrate_run(ensemble, val_set, spec, classes)
     log(f"ensemble of {len(runs)}: validation micro-F1 {report['f1_micro']:.4f} (members: "
         + ", ".join(f"{m.metrics['f1_micro']:.4f}" for m in files) + ")")
     with tempfile.TemporaryDirectory(prefix="seedlings-ensemble-") as work:

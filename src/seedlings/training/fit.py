@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seedlings.config import TrainConfig, resolve
-from seedlings.data import PreparedData, Split, Subset, prepare, stratified_split
+from seedlings.config import TrainConfig, given_settings, resolve
+from seedlings.data import PreparedData, Split, Subset, fold_split, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages, to_model_input
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.calibrate import calibrate_run
@@ -29,6 +29,7 @@ from seedlings.models.init_from import load_init
 from seedlings.preprocess import PreprocessSpec
 from seedlings.progress import bar
 from seedlings.training import distributed as D
+from seedlings.training.folds import train_folds
 from seedlings.training.loop import (
     EMA,
     TrainState,
@@ -38,12 +39,14 @@ from seedlings.training.loop import (
     train_one_epoch,
 )
 from seedlings.training.run_folder import (
+    VAL_PREDICTIONS,
     WEIGHTS,
     build_model_file,
     read_checkpoint,
     restore,
     save_epoch,
     training_record,
+    write_predictions,
     write_run_header,
 )
 from seedlings.training.sampling import WeightedDistributedSampler
@@ -51,10 +54,18 @@ from seedlings.training.sampling import WeightedDistributedSampler
 
 def train(config: TrainConfig | dict | None = None, resume: bool = False, progress: bool = True,
           **overrides) -> Path:
-    """Train a model; returns the run folder. Works alone or under torchrun."""
-    if isinstance(config, dict) or config is None:
-        config = TrainConfig.from_dict({**TrainConfig().to_dict(), **(config or {}), **overrides})
-    cfg = config.validate()
+    """Train a model; returns the run folder. Works alone or under torchrun.
+
+    Settings resolve as on the command line (``config.resolve``): defaults, then the fine-tuning recipe
+    when the run starts from learned weights, then ``config`` (a dict, or a TrainConfig whose fields that
+    differ from the defaults count as given), then ``overrides``."""
+    cfg = resolve(None, {**given_settings(config), **overrides})
+    if cfg.folds and cfg.fold is None:  # every fold in turn (each one a run of _train_one), then oof.csv
+        return train_folds(cfg, _train_one, resume=resume, progress=progress)
+    return _train_one(cfg, resume, progress)
+
+
+def _train_one(cfg: TrainConfig, resume: bool, progress: bool) -> Path:
     env = D.setup()
     try:
         # torchrun restarted the workers after a failure: continue, never start over. The count is
@@ -147,8 +158,8 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         # Checkpoint: rank 0 writes the best weights, the metrics row and the checkpoint, each one
         # atomically, so a run killed at any moment resumes from its last finished epoch.
         state.trained_s = before + time.perf_counter() - t0
-        if env.is_main:
-            save_epoch(state, row, improved)
+        if env.is_main:  # --keep last: the weights of every epoch replace the last ones (folds choose nothing)
+            save_epoch(state, row, improved or cfg.keep == "last")
             D.log(env, epoch_line(state, row, improved))
         D.barrier(env)  # no process starts the next epoch before the checkpoint of this one is complete
 
@@ -182,6 +193,8 @@ def read_or_make_split(cfg: TrainConfig, data: PreparedData, resuming: bool) -> 
     if resuming and split_path.is_file():
         return Split.load(split_path)
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    if cfg.folds:
+        return fold_split(data.files, data.labels.tolist(), cfg.folds, cfg.fold, split_seed)
     return stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
 
 
@@ -192,7 +205,8 @@ def split_subsets(cfg: TrainConfig, data: PreparedData, split: Split) -> tuple[S
         names = ", ".join(data.classes[i] for i in sorted(missing))
         raise SeedlingsError(f"{cfg.data}: class(es) {names} have no training images after the split; "
                              "add images (at least 2 per class) or lower --val-fraction")
-    return Subset(data.images, data.labels, train_rows), Subset(data.images, data.labels, val_rows)
+    return (Subset(data.images, data.labels, train_rows, data.files),
+            Subset(data.images, data.labels, val_rows, data.files))
 
 
 def validation_folder(cfg: TrainConfig, spec: PreprocessSpec, env: D.DistEnv, data: PreparedData):
@@ -204,8 +218,8 @@ def validation_folder(cfg: TrainConfig, spec: PreprocessSpec, env: D.DistEnv, da
                              f"not in training ({cfg.data}); the model cannot learn them. Add them to the "
                              "training folder or remove them from validation")
     remap = np.asarray([data.classes.index(c) for c in val.classes])
-    train_set = Subset(data.images, data.labels, np.arange(len(data.files)))
-    return train_set, Subset(val.images, remap[val.labels], np.arange(len(val.files))), None
+    train_set = Subset(data.images, data.labels, np.arange(len(data.files)), data.files)
+    return train_set, Subset(val.images, remap[val.labels], np.arange(len(val.files)), val.files), None
 
 
 # -- model, optimizer, batches --------------------------------------------------------------------------
@@ -281,7 +295,9 @@ def finish(state: TrainState, wall: float) -> None:
     run, cfg, classes = Path(state.cfg.out), state.cfg, state.classes
     model = create_model(cfg.model, len(classes))
     model.load_state_dict(load_weights(run / WEIGHTS))
-    calibration, rule, report = calibrate_run(model, state.val_set, state.spec, classes)
+    calibration, rule, report, logits = calibrate_run(model, state.val_set, state.spec, classes)
+    if len(state.val_set.rows):
+        write_predictions(run / VAL_PREDICTIONS, state.val_set, classes, calibration.probabilities(logits))
     if len(state.val_set.rows):
         rule = novelty.fit_run(model, state.train_set, state.val_set, state.spec, len(classes), run,
                                calibration=calibration, rule=rule)

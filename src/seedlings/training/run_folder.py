@@ -5,11 +5,15 @@
     checkpoint.safetensors                  after every epoch: weights, EMA, optimizer, step, epoch, best
     weights.safetensors                     the best epoch's scored weights (the EMA's when it is on)
     model.json, report.json, plots          when training finishes (fit.finish)
+    val_predictions.csv                     the same: file, true, calibrated probability of each class,
+                                            for every validation image (a fold's out-of-fold predictions)
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import json
 import os
 import sys
@@ -18,7 +22,7 @@ from pathlib import Path
 from seedlings import __version__
 from seedlings.artifact import Calibration, ModelFile, UnknownRule
 from seedlings.config import TrainConfig
-from seedlings.data import Split
+from seedlings.data import Split, Subset
 from seedlings.errors import SeedlingsError
 from seedlings.fileio import atomic_write_json, atomic_write_text
 from seedlings.models import resolve_name
@@ -28,6 +32,7 @@ from seedlings.training.loop import TrainState
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
+VAL_PREDICTIONS = "val_predictions.csv"
 
 
 def read_checkpoint(run: Path, resume: bool) -> dict | None:
@@ -65,10 +70,11 @@ def write_run_header(cfg: TrainConfig, classes: list[str], split: Split | None, 
         split.save(run / "split.json")
 
 
-def save_epoch(state: TrainState, row: dict, improved: bool) -> None:
-    """The best weights (when this epoch is the best), the metrics row and the checkpoint, each atomic."""
+def save_epoch(state: TrainState, row: dict, write_weights: bool) -> None:
+    """The shipped weights (when this epoch is the best, or with --keep last), the metrics row and the
+    checkpoint, each atomic."""
     run = Path(state.cfg.out)
-    if improved:
+    if write_weights:
         save_weights(run / WEIGHTS, state.scored_model.state_dict(), {"epoch": state.epoch + 1})
     append_metrics(run / "metrics.jsonl", row)
     save_checkpoint(run / CHECKPOINT, state.raw_model, state.ema, state.optimizer,
@@ -85,6 +91,14 @@ def append_metrics(path: Path, row: dict) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def write_predictions(path: Path, subset: Subset, classes: list[str], probs) -> None:
+    """``file,true,<class>…``: each image's relative path, its label and its calibrated probabilities."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "true", *classes])
+    for row, p in zip(subset.rows, probs):
+        writer.writerow([subset.files[row], classes[subset.labels[row]], *(f"{x:.6g}" for x in p)])
+    atomic_write_text(path, buf.getvalue())
 
 
 def build_model_file(state: TrainState, calibration: Calibration, unknown: UnknownRule, report: dict) -> ModelFile:
@@ -97,7 +111,8 @@ def build_model_file(state: TrainState, calibration: Calibration, unknown: Unkno
         extra={"seedlings_version": __version__, "created": now.isoformat(timespec="seconds"),
                "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
                            "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
-                           "best_epoch": state.best["epoch"], "tta": False}})
+                           "best_epoch": state.best["epoch"], "tta": False,
+                           **({"weights_epoch": state.cfg.epochs} if state.cfg.keep == "last" else {})}})
 
 
 def training_record(state: TrainState, wall: float) -> dict:

@@ -1,0 +1,99 @@
+"""K-fold runs: each image validated once, by a model that did not train on it; resumable; one oof.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from tests.helpers import make_dataset
+
+from seedlings.data import Split, fold_split, stratified_folds
+from seedlings.errors import UsageError
+
+
+def test_folds_cover_every_file_once_and_keep_the_classes_balanced():
+    files = [f"c{c}/{i}.png" for c in range(3) for i in range(10 + 7 * c)]
+    labels = [int(f[1]) for f in files]
+    folds = stratified_folds(files, labels, 5, seed=3)
+    assert sorted(f for part in folds for f in part) == sorted(files)
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for c in range(3):
+        per_fold = [sum(f.startswith(f"c{c}/") for f in part) for part in folds]
+        assert max(per_fold) - min(per_fold) <= 1, per_fold
+    assert stratified_folds(files, labels, 5, seed=3) == folds  # deterministic
+    assert stratified_folds(files, labels, 5, seed=4) != folds
+    split = fold_split(files, labels, 5, 2, seed=3)
+    assert split.val == folds[2] and not set(split.val) & set(split.train)
+    assert (split.folds, split.fold) == (5, 2)
+
+
+def test_a_fold_split_file_names_its_fold(tmp_path):
+    split = fold_split([f"a/{i}" for i in range(6)], [0] * 6, 3, 1)
+    split.save(tmp_path / "split.json")
+    saved = json.loads((tmp_path / "split.json").read_text())
+    assert (saved["folds"], saved["fold"]) == (3, 1)
+    assert Split.load(tmp_path / "split.json") == split
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"fold": 1}, "needs --folds"), ({"folds": 1}, "at least 2"), ({"folds": 3, "fold": 3}, "0 … 2"),
+    ({"folds": 3, "val_data": "x"}, "--val-data")])
+def test_bad_fold_settings_are_usage_errors(settings, message):
+    from seedlings.config import TrainConfig
+
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(data="d", out="o", **settings).validate()
+
+
+def test_training_all_folds_writes_out_of_fold_predictions_and_resumes(tmp_path, capsys):
+    from seedlings.training.fit import train
+
+    data = make_dataset(tmp_path / "d", per_class=6)
+    common = {"data": str(data), "out": str(tmp_path / "cv"), "folds": 3, "epochs": 2, "image_size": 24,
+              "batch_size": 8, "threads": 1, "cache_dir": str(tmp_path / "cache")}
+    root = train(**common, progress=False)
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
+    with open(root / "oof.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == files  # every image once
+    for fold in range(3):
+        split = json.loads((root / f"fold-{fold}" / "split.json").read_text())
+        assert split["fold"] == fold and not set(split["val"]) & set(split["train"])
+        assert json.loads((root / f"fold-{fold}" / "model.json").read_text())["metrics"]["weights_epoch"] == 2
+    probs = np.array([[float(r[c]) for c in list(rows[0])[3:]] for r in rows])
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    summary = json.loads((root / "oof.json").read_text())
+    assert summary["n"] == len(files) and summary["folds"] == 3
+    right = sum(r["true"] == r["predicted"] for r in rows)
+    assert summary["f1_micro"] == pytest.approx(right / len(files))
+    assert [e["epoch"] for e in summary["per_epoch"]] == [1, 2]
+
+    # Resumable: a second call reads the finished folds; a deleted fold is trained again.
+    before = {i: (root / f"fold-{i}" / "weights.safetensors").stat().st_mtime_ns for i in range(3)}
+    for name in ("model.json", "val_predictions.csv", "checkpoint.safetensors"):
+        (root / "fold-1" / name).unlink()
+    capsys.readouterr()
+    train(**common, progress=False)
+    out = capsys.readouterr().out
+    assert "fold 1/3: finished earlier" in out and "fold 2/3: training" in out
+    assert (root / "fold-0" / "weights.safetensors").stat().st_mtime_ns == before[0]
+    assert (root / "fold-1" / "weights.safetensors").stat().st_mtime_ns != before[1]
+    with open(root / "oof.csv", newline="") as f:
+        assert sorted(r["file"] for r in csv.DictReader(f)) == files
+
+
+def test_the_python_api_resolves_the_recipe_as_the_command_line_does():
+    from seedlings.cli import build_parser
+    from seedlings.cli.train import NOT_SETTINGS
+    from seedlings.config import TrainConfig, given_settings, resolve
+
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--pretrained", "--epochs", "3"])
+    cli = resolve(None, {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS})
+    api = resolve(None, {"data": "d", "out": "o", "pretrained": True, "epochs": 3})
+    from_config = resolve(None, {**given_settings(TrainConfig(data="d", out="o", pretrained=True)), "epochs": 3})
+    assert cli == api == from_config
+    assert (cli.model, cli.image_size, cli.epochs, cli.augment.right_angles) == ("efficientnet_lite0", 160, 3, True)
+    assert resolve(None, {"data": "d", "out": "o", "folds": 5}).keep == "last"
+    assert resolve(None, {"data": "d", "out": "o", "folds": 5, "keep": "best"}).keep == "best"
