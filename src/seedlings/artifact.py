@@ -39,7 +39,13 @@ from seedlings.fileio import atomic_write_json, sha256_file
 from seedlings.preprocess import INTERPOLATIONS, PreprocessSpec
 
 FORMAT = 1
+# The files of a model folder are named here and nowhere else: every reader and writer imports these.
 MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"  # run folders: the shipped network's weights (torch)
+NOVELTY = "novelty.safetensors"  # run folders: the "not a seedling" detector's class statistics
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # exported folders, by --precision
+SPLIT = "split.json"  # the run's validation split (evaluate scores only those images)
+VAL_PREDICTIONS = "val_predictions.csv"  # run folders: calibrated probabilities of every validation image
 UNKNOWN_METHOD = "max_probability+mahalanobis+cosine"  # models/novelty.py
 LEGACY_DISTANCE_METHOD = "max_probability+feature_distance"  # files fitted before the cosine distance
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -15,14 +15,12 @@ from typing import Protocol
 
 import numpy as np
 
-from seedlings.artifact import MODEL_JSON, ModelFile
+from seedlings.artifact import MODEL_JSON, ONNX_FILES, WEIGHTS, ModelFile
 from seedlings.errors import ImageError, SeedlingsError, UsageError, missing_extra
 from seedlings.images import DEFAULT_MAX_PIXELS, is_image_name, open_image
 from seedlings.preprocess import dihedral_views, normalize, resize_square
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-WEIGHTS_FILE = "weights.safetensors"
 
 
 @dataclass
@@ -77,7 +75,7 @@ def needs_torch(model_dir: Path, backend: str = "auto", precision: str = "fp32")
     if backend == "torch":
         return True
     return (backend == "auto" and not (model_dir / ONNX_FILES["fp32"]).is_file()
-            and (model_dir / WEIGHTS_FILE).is_file())
+            and (model_dir / WEIGHTS).is_file())
 
 
 class OnnxBackend:
@@ -165,7 +163,7 @@ class Model:
         if backend == "onnx" or precision == "int8":
             raise SeedlingsError(f"{self.dir}: no {onnx_name}; run `seedlings export` "
                                  f"{'--precision int8 ' if precision == 'int8' else ''}first")
-        if (self.dir / WEIGHTS_FILE).is_file():
+        if (self.dir / WEIGHTS).is_file():
             raise SeedlingsError(f"{self.dir}: holds PyTorch weights only; load it with seedlings.load_model "
                                  f"(needs the train extra) or run `seedlings export {self.dir}`")
         raise SeedlingsError(f"{self.dir}: neither model.onnx nor weights.safetensors found")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seedlings.artifact import ModelFile
+from seedlings.artifact import NOVELTY, ModelFile
+from seedlings.errors import SeedlingsError
 from seedlings.export.onnx import data_folder, export_run, portable, run_data
-from seedlings.models import novelty
 
 
 def _strings(value):
@@ -32,7 +32,7 @@ def test_training_and_export_ship_the_detector(trained_run, exported_model):
     from seedlings import load_model
 
     meta = json.loads((trained_run / "model.json").read_text())
-    assert (trained_run / novelty.NOVELTY_FILE).is_file() and novelty.NOVELTY_FILE in meta["files"]
+    assert (trained_run / NOVELTY).is_file() and NOVELTY in meta["files"]
     assert meta["unknown"]["method"] == "max_probability+mahalanobis+cosine"
     assert meta["unknown"]["distance_threshold"] > 0
     outputs = [o.name for o in ort.InferenceSession(str(exported_model / "model.onnx")).get_outputs()]
@@ -71,24 +71,27 @@ def test_export_leaves_the_run_folder_as_it_was(trained_run, tmp_path):
     assert after.keys() == before.keys() and all(after[k] == before[k] for k in before)
 
 
-def test_export_fits_the_detector_for_a_run_trained_before_it(trained_run, tmp_path):
-    """Older runs have no detector: export fits it from the run's own data and split into the exported
-    model only; the run folder keeps its model.json and gains no file."""
+def test_export_fits_the_detector_for_a_run_trained_before_it_only_when_asked(trained_run, tmp_path):
+    """Older runs have no detector: export refuses them, saying how; with --fit-detector it fits one from the
+    run's own data and split into the exported model only; the run folder keeps its model.json, gains no file."""
     from seedlings import load_model
 
     run = tmp_path / "old-run"
     shutil.copytree(trained_run, run)
-    (run / novelty.NOVELTY_FILE).unlink()
+    (run / NOVELTY).unlink()
     meta = json.loads((run / "model.json").read_text())
     meta["unknown"] = {k: v for k, v in meta["unknown"].items() if not k.startswith("distance")}
     meta["unknown"]["method"] = "max_probability"
-    meta["files"].pop(novelty.NOVELTY_FILE)
+    meta["files"].pop(NOVELTY)
     (run / "model.json").write_text(json.dumps(meta))
     before = (run / "model.json").read_bytes()
     logs = []
-    out = export_run(run, tmp_path / "model", log=logs.append)
+    with pytest.raises(SeedlingsError, match="--fit-detector"):
+        export_run(run, tmp_path / "refused", log=logs.append)
+    assert not (tmp_path / "refused" / "model.json").exists()
+    out = export_run(run, tmp_path / "model", log=logs.append, fit_detector=True)
     assert any("fitted the feature-distance detector" in m for m in logs)
-    assert (run / "model.json").read_bytes() == before and not (run / novelty.NOVELTY_FILE).exists()
+    assert (run / "model.json").read_bytes() == before and not (run / NOVELTY).exists()
     exported = load_model(out)
     assert exported.backend_name == "onnx" and exported.file.unknown.distance_threshold > 0
     assert exported.file.unknown.method == "max_probability+mahalanobis+cosine"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from seedlings.artifact import NOVELTY
 from seedlings.models import novelty
 
 
@@ -119,13 +120,13 @@ def test_fitted_file_gives_the_larger_scaled_distance_in_the_graph(tmp_path):
     info = rule.extra
     assert rule.method == "max_probability+mahalanobis+cosine" and rule.threshold == 0.0
     assert info["false_reject_validation_total"] == info["distance_false_reject_validation"] == 0.03
-    wrapped = novelty.wrap(model, tmp_path)
+    wrapped = novelty.wrap(model, tmp_path / NOVELTY)
     feats = novelty.features(model, images, np.arange(40, 140), spec)
     with torch.no_grad():
         _, dist = wrapped(torch.from_numpy(np.stack([novelty_input(images[r], spec) for r in range(40, 140)])))
     from safetensors.numpy import load_file
 
-    t = {k: v.astype(np.float64) for k, v in load_file(str(tmp_path / novelty.NOVELTY_FILE)).items()}
+    t = {k: v.astype(np.float64) for k, v in load_file(str(tmp_path / NOVELTY)).items()}
     want = novelty.combined(t["centres"], t["whiten"], t["directions"], t["scales"], feats)
     assert np.allclose(dist.numpy(), want, rtol=1e-3, atol=1e-3)
     assert np.isclose(np.sort(want)[-4], rule.distance_threshold, rtol=1e-3)  # 3 of 100 above it

@@ -21,6 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="int8 also writes model.int8.onnx (static quantization calibrated on validation images)")
     p.add_argument("--half-weights", action="store_true", dest="half",
                    help="store model.onnx's weights as float16 (half the size, still computed in float32)")
+    p.add_argument("--fit-detector", action="store_true", dest="fit_detector",
+                   help="a run trained before the 'not a seedling' detector existed: fit one from the run's data "
+                        "into the exported model (the run folder is not changed)")
     return p
 
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         from seedlings.export.onnx import export_run
 
         out = Path(args.out) if args.out else Path(args.run[0]) / "model"
-        export_run(args.run[0], out, precision=args.precision, half=args.half, log=_log)
+        export_run(args.run[0], out, precision=args.precision, half=args.half, log=_log,
+                   fit_detector=args.fit_detector)
     print(f"exported {out}")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.artifact import SPLIT
 from seedlings.data import Split, prepare
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import confusion_matrix, expected_calibration_error, report_from_confusion
@@ -55,8 +56,8 @@ def _find_split(model):
     """The run's split.json: in the model folder, or in its source run (recorded relative to the folder)."""
     source_run = model.file.get("source_run")
     for folder in (model.dir, model.dir / source_run if source_run else None):
-        if folder is not None and (folder / "split.json").is_file():
-            return Split.load(folder / "split.json")
+        if folder is not None and (folder / SPLIT).is_file():
+            return Split.load(folder / SPLIT)
     return None
 
 

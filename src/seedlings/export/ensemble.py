@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from seedlings import __version__
-from seedlings.artifact import Calibration, ModelFile, UnknownRule
+from seedlings.artifact import NOVELTY, SPLIT, Calibration, ModelFile, UnknownRule
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.calibrate import calibrate_run
 from seedlings.export.onnx import (
@@ -22,13 +22,13 @@ from seedlings.export.onnx import (
     check_precision,
     data_folder,
     finished_run,
-    load_run_model,
     run_config,
     run_data,
     val_data_of,
     write_model_folder,
 )
 from seedlings.models import novelty
+from seedlings.models.backend import load_network
 from seedlings.models.ensemble import Ensemble
 
 
@@ -57,8 +57,8 @@ def _validation(run: Path, model_file: ModelFile):
     val_data = val_data_of(run, model_file)
     if val_data:
         return "val_data", str(Path(val_data).resolve()), str(Path(data_folder(run, model_file) or "").resolve())
-    if (run / "split.json").is_file():
-        return "split", json.loads((run / "split.json").read_text())
+    if (run / SPLIT).is_file():
+        return "split", json.loads((run / SPLIT).read_text())
     return None
 
 
@@ -77,14 +77,14 @@ def export_ensemble(runs: list[str | Path], out: str | Path, precision: str = "f
                              "folder) is not here; exporting an ensemble scores and calibrates it on their "
                              "validation images")
     spec, classes = files[0].preprocess, files[0].classes
-    ensemble = Ensemble([load_run_model(run, member) for run, member in zip(runs, files)]).eval()
+    ensemble = Ensemble([load_network(run, member)[0] for run, member in zip(runs, files)]).eval()
     calibration, rule, report, _ = calibrate_run(ensemble, val_set, spec, classes)
     log(f"ensemble of {len(runs)}: validation micro-F1 {report['f1_micro']:.4f} (members: "
         + ", ".join(f"{m.metrics['f1_micro']:.4f}" for m in files) + ")")
     with tempfile.TemporaryDirectory(prefix="seedlings-ensemble-") as work:
         unknown = novelty.fit_run(ensemble, train_set, val_set, spec, len(classes), Path(work),
                                   calibration=calibration, rule=rule)
-        graph = novelty.wrap(ensemble, Path(work))
+        graph = novelty.wrap(ensemble, Path(work) / NOVELTY)
     model_file = ensemble_file(runs, files, report, calibration, unknown)
     return write_model_folder(graph, ensemble, model_file, Export(runs[0], out, precision, half, log, val_set))
 

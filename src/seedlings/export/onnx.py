@@ -21,27 +21,20 @@ import torch
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from seedlings.artifact import ModelFile, UnknownRule
+from seedlings.artifact import MODEL_JSON, NOVELTY, ONNX_FILES, SPLIT, WEIGHTS, ModelFile, UnknownRule
 from seedlings.data import Split, Subset, prepare
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import softmax
 from seedlings.export.quantize import onnx_probs, quantize_int8
 from seedlings.export.same_padding import fixed_same_padding
 from seedlings.fileio import atomic_write
-from seedlings.models import create_model, novelty
-from seedlings.models.checkpoint import load_weights
+from seedlings.models import novelty
+from seedlings.models.backend import load_network
 from seedlings.preprocess import PreprocessSpec, normalize
 
 PARITY_TOLERANCE = 1e-4
 DISTANCE_TOLERANCE = 1e-3  # relative: distances are in the hundreds, float32 sums of 512 squares
 OPSET = 17
-WEIGHTS = "weights.safetensors"
-
-
-def load_run_model(run: Path, model_file: ModelFile):
-    model = create_model(model_file.backbone, len(model_file.classes))
-    model.load_state_dict(load_weights(model_file.verify_file(run, WEIGHTS)))
-    return model.eval()
 
 
 def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = ("logits",)) -> None:
@@ -71,7 +64,7 @@ def run_data(run: Path, model_file: ModelFile) -> tuple[Subset | None, Subset | 
             val, val_labels = _labelled(val_root, model_file)
             return (Subset(data.images, labels, np.arange(len(data.files))),
                     Subset(val.images, val_labels, np.arange(len(val.files))))
-        split = Split.load(run / "split.json")
+        split = Split.load(run / SPLIT)
         return tuple(Subset(data.images, labels, data.subset(names)) for names in (split.train, split.val))
     except (SeedlingsError, OSError, ValueError):  # ValueError: a class the model does not know
         return None, None
@@ -137,41 +130,44 @@ def parity(model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec) -> 
     return dprob, float((np.abs(want - got[1]) / np.maximum(np.abs(want), 1.0)).max())
 
 
-def _with_novelty(run: Path, model_file: ModelFile, model, subsets, log) -> tuple[torch.nn.Module, UnknownRule]:
-    """The model with its feature-distance output, and the unknown rule to ship with it.
+def _with_novelty(model_file: ModelFile, model, wrapped, subsets, fit_detector: bool,
+                  log) -> tuple[torch.nn.Module, UnknownRule]:
+    """The graph to export (the model with its feature-distance output) and the unknown rule to ship with it.
 
-    A run trained before the detector existed gets one fitted now, for the export only: the run
-    folder is left as it is.
-    """
-    wrapped = novelty.wrap(model, run)
-    if wrapped is not None or model_file.unknown.distance_threshold is not None:
-        return (model if wrapped is None else wrapped), model_file.unknown
+    Export packages what training wrote. A run trained before the detector existed is refused, unless
+    ``fit_detector`` (``--fit-detector``) asks to fit one from the run's data for the export only (the run
+    folder is left as it is)."""
+    if wrapped is not None:
+        return wrapped, model_file.unknown
+    if not fit_detector:
+        raise SeedlingsError("the run has no 'not a seedling' detector (novelty.safetensors; runs trained before "
+                             "it existed). Add --fit-detector to fit one from the run's data into the exported "
+                             "model, or retrain the run")
     if subsets[0] is None:
-        log("no feature-distance detector: the run has none and its data folder is not here")
-        return model, model_file.unknown
+        raise SeedlingsError("--fit-detector: the run's data folder is not here (see its config.yaml 'data')")
     with tempfile.TemporaryDirectory(prefix="seedlings-novelty-") as work:
         unknown = novelty.fit_run(model, *subsets, model_file.preprocess, len(model_file.classes), Path(work),
                                   calibration=model_file.calibration, rule=model_file.unknown)
-        wrapped = novelty.wrap(model, Path(work))
+        wrapped = novelty.wrap(model, Path(work) / NOVELTY)
     log(f"fitted the feature-distance detector on {subsets[0].rows.size} training images of the run")
     return wrapped, unknown
 
 
 def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: bool = False,
-               log=print) -> Path:
+               log=print, fit_detector: bool = False) -> Path:
     """Write an ONNX model folder from a finished run folder (``half``: float16 weights in model.onnx)."""
     run, out = Path(run), Path(out)
     model_file = finished_run(run)
     check_precision(precision)
-    model = load_run_model(run, model_file)
+    model, wrapped = load_network(run, model_file)  # every file verified against model.json
     subsets = run_data(run, model_file)
-    graph, unknown = _with_novelty(run, model_file, model, subsets, log)
+    graph, unknown = _with_novelty(model_file, model, wrapped, subsets, fit_detector, log)
     exported = model_file.replace(unknown=unknown, files={}, extra={**model_file.extra, "source_run": str(run)})
     return write_model_folder(graph, model, exported, Export(run, out, precision, half, log, subsets[1]))
 
 
 def finished_run(run: Path) -> ModelFile:
-    if not (run / "model.json").is_file() or not (run / WEIGHTS).is_file():
+    if not (run / MODEL_JSON).is_file() or not (run / WEIGHTS).is_file():
         raise SeedlingsError(f"{run}: not a finished run folder (needs model.json and weights.safetensors)")
     return ModelFile.load(run)
 
@@ -209,8 +205,8 @@ def write_model_folder(graph, model, model_file: ModelFile, job: Export) -> Path
         for name in files:
             exported.record_file(tmp, name)
         exported.save(tmp)
-        if (job.run / "split.json").is_file():  # lets `evaluate` score only the validation images
-            shutil.copy2(job.run / "split.json", tmp / "split.json")
+        if (job.run / SPLIT).is_file():  # lets `evaluate` score only the validation images
+            shutil.copy2(job.run / SPLIT, tmp / SPLIT)
         _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,21 +216,22 @@ def write_model_folder(graph, model, model_file: ModelFile, job: Export) -> Path
 def _write_graphs(graph, model, spec: PreprocessSpec, tmp: Path, job: Export) -> tuple[dict, list[str]]:
     """model.onnx (parity-checked), and model.int8.onnx or float16 weights when asked: the report, the files."""
     outputs = ("logits", "distance") if graph is not model else ("logits",)
-    export_onnx(graph, spec.image_size, tmp / "model.onnx", outputs)
+    fp32, int8 = ONNX_FILES["fp32"], ONNX_FILES["int8"]
+    export_onnx(graph, spec.image_size, tmp / fp32, outputs)
     images, what = sample_images(job.val_set, spec.image_size)
-    delta, ddist = parity(graph, tmp / "model.onnx", images, spec)
+    delta, ddist = parity(graph, tmp / fp32, images, spec)
     job.log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
             + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
     if not delta < PARITY_TOLERANCE or not ddist < DISTANCE_TOLERANCE:
         raise SeedlingsError(f"ONNX output differs from PyTorch: max |Δprob| {delta:.2e} (tolerance "
                              f"{PARITY_TOLERANCE:g}), relative Δdistance {ddist:.2e} ({DISTANCE_TOLERANCE:g})")
     report = {"fp32_parity_max_abs_dprob": delta, "parity_images": what, "opset": OPSET, "outputs": list(outputs)}
-    files = ["model.onnx"]
+    files = [fp32]
     if job.precision == "int8":
-        report["int8"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", images, spec, model, job.log)
-        files.append("model.int8.onnx")
+        report["int8"] = quantize_int8(tmp / fp32, tmp / int8, images, spec, model, job.log)
+        files.append(int8)
     if job.half:
-        report["half_weights"] = _halve(tmp / "model.onnx", job.val_set, images, spec, job.log)
+        report["half_weights"] = _halve(tmp / fp32, job.val_set, images, spec, job.log)
     return report, files
 
 
@@ -303,7 +300,7 @@ def store_weights_as_half(path: Path) -> None:
 
 def _replace_folder(tmp: Path, out: Path) -> None:
     if out.exists():
-        if out.is_dir() and (not any(out.iterdir()) or (out / "model.json").exists()):
+        if out.is_dir() and (not any(out.iterdir()) or (out / MODEL_JSON).exists()):
             old = out.with_name(out.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)

@@ -11,27 +11,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seedlings.artifact import ModelFile
+from seedlings.artifact import NOVELTY, WEIGHTS, ModelFile
 from seedlings.models import novelty
 from seedlings.models.checkpoint import load_weights
 from seedlings.models.registry import create_model
 
-WEIGHTS_FILE = "weights.safetensors"
+
+def load_network(run: Path, model_file: ModelFile):
+    """A run folder's network, in eval mode, and the same network with its "not a seedling" distance output
+    (None when the run has no detector). The one loader of a run's files: each is read only when model.json
+    lists it and its sha256 matches (``verify_file``), so a tampered or swapped file is refused, whoever loads
+    it (evaluate, predict, export, --init)."""
+    model = create_model(model_file.backbone, len(model_file.classes))
+    model.load_state_dict(load_weights(model_file.verify_file(run, WEIGHTS)))
+    model.eval()
+    with_distance = None
+    if NOVELTY in model_file.files or (run / NOVELTY).is_file():
+        with_distance = novelty.wrap(model, model_file.verify_file(run, NOVELTY))
+    return model, with_distance
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, model_dir: Path, model_file: ModelFile, threads: int | None = None):
-        weights = model_file.verify_file(model_dir, WEIGHTS_FILE)
         if threads:
             torch.set_num_threads(threads)
-        self.model = create_model(model_file.backbone, len(model_file.classes))
-        self.model.load_state_dict(load_weights(weights))
-        self.model.eval()
-        if (Path(model_dir) / novelty.NOVELTY_FILE).is_file():
-            model_file.verify_file(model_dir, novelty.NOVELTY_FILE)
-        self.with_distance = novelty.wrap(self.model, Path(model_dir))
+        self.model, self.with_distance = load_network(Path(model_dir), model_file)
         self.has_distance = self.with_distance is not None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

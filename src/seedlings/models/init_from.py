@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seedlings.artifact import ModelFile
+from seedlings.artifact import ONNX_FILES, WEIGHTS, ModelFile
 from seedlings.errors import SeedlingsError
 
 PARITY_TOLERANCE = 1e-3  # max |Δprob| between the rebuilt network and the ONNX graph
@@ -32,13 +32,13 @@ def load_init(model_dir: str | Path, create, classes: list[str], calibration_bat
     model_dir = Path(model_dir)
     meta = ModelFile.load(model_dir)
     source = create(len(meta.classes))
-    if "weights.safetensors" in meta.files:
+    if WEIGHTS in meta.files:
         from safetensors.torch import load_file
 
-        source.load_state_dict(load_file(str(meta.verify_file(model_dir, "weights.safetensors"))))
-        how = "weights.safetensors"
-    elif "model.onnx" in meta.files:
-        load_onnx_weights(source, meta.verify_file(model_dir, "model.onnx"), calibration_batches)
+        source.load_state_dict(load_file(str(meta.verify_file(model_dir, WEIGHTS))))
+        how = WEIGHTS
+    elif ONNX_FILES["fp32"] in meta.files:
+        load_onnx_weights(source, meta.verify_file(model_dir, ONNX_FILES["fp32"]), calibration_batches)
         how = "model.onnx (BatchNorm folded back out)"
     else:
         raise SeedlingsError(f"--init {model_dir}: lists neither weights.safetensors nor model.onnx")

@@ -31,12 +31,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from seedlings.artifact import UNKNOWN_METHOD, Calibration, UnknownRule
+from seedlings.artifact import NOVELTY, UNKNOWN_METHOD, Calibration, UnknownRule
 from seedlings.fileio import atomic_write
 from seedlings.models.ensemble import features_and_logits
 from seedlings.models.predict import predict_logits
 
-NOVELTY_FILE = "novelty.safetensors"
 TOTAL_FALSE_REJECT = 0.03  # share of real validation images the whole unknown rule may flag: the distance
 # gets what the max-probability rule (evaluation/calibrate.py, 1 %) leaves of it
 SCALE_QUANTILE = 0.99  # each distance is divided by this quantile of its validation values
@@ -179,7 +178,7 @@ def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, cal
     tensors = {name: torch.from_numpy(np.asarray(a)).float().contiguous()
                for name, a in (("centres", centres), ("whiten", whiten), ("directions", directions),
                                ("scales", scales))}
-    atomic_write(run / NOVELTY_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(run / NOVELTY, lambda tmp: save_file(tensors, tmp))
     how = {"target_false_reject_validation_total": TOTAL_FALSE_REJECT,
            "false_reject_validation_total": float((unsure | (val > threshold)).mean()) if len(val) else 0.0,
            "distance_false_reject_validation": float((val > threshold).mean()) if len(val) else 0.0,
@@ -190,10 +189,8 @@ def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, cal
                                extra={**rule.extra, **how})
 
 
-def wrap(model, run_or_dir: Path):
-    """The model with its distance output when the folder has a fitted detector, else None."""
-    path = Path(run_or_dir) / NOVELTY_FILE
-    if not path.is_file():
-        return None
+def wrap(model, path: Path):
+    """The model with the distance output of the detector in ``path`` (a novelty file fit_run wrote; from a
+    run folder, only as ``ModelFile.verify_file`` returns it)."""
     t = load_file(str(path))
     return WithDistance(model, t["centres"], t["whiten"], t.get("directions"), t.get("scales")).eval()

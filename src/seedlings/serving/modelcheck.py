@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seedlings.artifact import ModelFile, ModelFileError
+from seedlings.artifact import ONNX_FILES, ModelFile, ModelFileError
 from seedlings.errors import SeedlingsError, missing_extra
 from seedlings.serving.limits import release_memory
-
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
 
 def check_model_dir(model_dir: Path, precision: str = "fp32") -> ModelFile:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from seedlings.artifact import NOVELTY, SPLIT, VAL_PREDICTIONS, WEIGHTS
 from seedlings.config import TrainConfig, given_settings, resolve
 from seedlings.data import PreparedData, Split, Subset, fold_split, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages, to_model_input
@@ -39,8 +40,6 @@ from seedlings.training.loop import (
     train_one_epoch,
 )
 from seedlings.training.run_folder import (
-    VAL_PREDICTIONS,
-    WEIGHTS,
     build_model_file,
     read_checkpoint,
     restore,
@@ -189,7 +188,7 @@ def prepare_data(root: str, spec: PreprocessSpec, cfg: TrainConfig, env: D.DistE
 
 def read_or_make_split(cfg: TrainConfig, data: PreparedData, resuming: bool) -> Split:
     """The run's own split when it resumes, else a new stratified one (seeded by --split-seed or --seed)."""
-    split_path = Path(cfg.out) / "split.json"
+    split_path = Path(cfg.out) / SPLIT
     if resuming and split_path.is_file():
         return Split.load(split_path)
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
@@ -305,7 +304,7 @@ def finish(state: TrainState, wall: float) -> None:
     meta = build_model_file(state, calibration, rule, report)
     meta.extra["training"] = training_record(state, wall)
     meta.extra["params"] = sum(p.numel() for p in model.parameters())
-    for f in (WEIGHTS, novelty.NOVELTY_FILE):
+    for f in (WEIGHTS, NOVELTY):
         if (run / f).is_file():
             meta.record_file(run, f)
     meta.save(run)

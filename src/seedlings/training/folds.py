@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.artifact import MODEL_JSON, VAL_PREDICTIONS
 from seedlings.config import TrainConfig
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import confusion_matrix, report_from_confusion
 from seedlings.fileio import atomic_write_json, atomic_write_text
-from seedlings.training.run_folder import CHECKPOINT, VAL_PREDICTIONS
+from seedlings.training.run_folder import CHECKPOINT
 
 OOF_CSV = "oof.csv"
 OOF_JSON = "oof.json"
@@ -47,7 +48,7 @@ def train_folds(cfg: TrainConfig, train_one: Callable[[TrainConfig, bool, bool],
     cfg.save(root / "config.yaml")
     for i in range(cfg.folds):
         run = fold_dir(root, i)
-        if (run / "model.json").is_file() and (run / VAL_PREDICTIONS).is_file():
+        if (run / MODEL_JSON).is_file() and (run / VAL_PREDICTIONS).is_file():
             print(f"fold {i + 1}/{cfg.folds}: finished earlier, read from {run}", flush=True)
             continue
         print(f"fold {i + 1}/{cfg.folds}: training in {run}", flush=True)

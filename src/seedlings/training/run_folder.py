@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from seedlings import __version__
-from seedlings.artifact import Calibration, ModelFile, UnknownRule
+from seedlings.artifact import SPLIT, WEIGHTS, Calibration, ModelFile, UnknownRule
 from seedlings.config import TrainConfig
 from seedlings.data import Split, Subset
 from seedlings.errors import SeedlingsError
@@ -31,8 +31,6 @@ from seedlings.training import distributed as D
 from seedlings.training.loop import TrainState
 
 CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "weights.safetensors"
-VAL_PREDICTIONS = "val_predictions.csv"
 
 
 def read_checkpoint(run: Path, resume: bool) -> dict | None:
@@ -66,8 +64,8 @@ def write_run_header(cfg: TrainConfig, classes: list[str], split: Split | None, 
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(run / "config.yaml")
     atomic_write_json(run / "classes.json", classes)
-    if split is not None and not (resumed and (run / "split.json").exists()):
-        split.save(run / "split.json")
+    if split is not None and not (resumed and (run / SPLIT).exists()):
+        split.save(run / SPLIT)
 
 
 def save_epoch(state: TrainState, row: dict, write_weights: bool) -> None:
