@@ -19,6 +19,7 @@ from seedlings.config import TrainConfig, load_yaml, resolve
 from seedlings.errors import SeedlingsError, UsageError
 from seedlings.evaluation.plots import figures, save_png
 from seedlings.fileio import atomic_write_text
+from seedlings.tables import is_terminal, print_plain
 
 HEADER = [
     "run",
@@ -116,13 +117,18 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def print_leaderboard(title: str, rows: list[list[str]], file=None) -> None:
-    """A rich table whose names and numbers never wrap mid-word (tables.print_table folds them)."""
+    """A rich table whose names and numbers never wrap mid-word (tables.print_table folds them); plain rows
+    when the output is not a terminal."""
+    out = file or sys.stdout
+    if not is_terminal(out):
+        print_plain(title, HEADER, rows, out)
+        return
     table = Table(title=title)
     for i, h in enumerate(HEADER):
         table.add_column(h, no_wrap=i < 2, justify="left" if i < 2 else "right")
     for r in rows:
         table.add_row(*r)
-    Console(file=file, width=max(120, Console().width)).print(table)
+    Console(file=out, width=max(120, Console().width)).print(table)
 
 
 def markdown(rows: list[dict], unfinished: list[str]) -> str:

@@ -32,6 +32,10 @@ def test_models_lists_params_and_flops():
                                                                  "efficientnet_lite2"}
     table = run("models", "--image-size", "64").stdout
     assert "ImageNet weights" in table and "local" in table
+    # Not a terminal: one plain line per row, names whole (`seedlings models | grep efficientnet_lite0`).
+    (line,) = [line for line in table.splitlines() if line.startswith("efficientnet_lite0 ")]
+    assert "local" in line and "tf_efficientnet_lite0" in line and "ImageNet weights ship with the train extra" in line
+    assert not any(ch in table for ch in "│┃━")
 
 
 def test_usage_and_data_errors(tmp_path):
