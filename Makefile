@@ -27,10 +27,11 @@ venv-serve: .venv-serve/.installed
 run: venv-serve
 	.venv-serve/bin/seedlings serve --host 127.0.0.1 --port 8000
 
-# ruff, then the import contract: layers import downwards only; serving never reaches torch (docs/architecture.md)
+# ruff, then the contracts: layers import downwards only, no import cycles, serving never reaches torch
+# (docs/architecture.md); every train and serve setting has its flag (tests/cli/test_flags.py)
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layers.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layers.py tests/cli/test_flags.py
 
 test: venv lint check-deploy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
