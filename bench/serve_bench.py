@@ -42,8 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/helpers.py
-from tests.helpers import REAL_DATA, free_port  # noqa: E402  (one definition, shared with the tests)
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_photos(n: int, data: Path) -> tuple[list[bytes], str]:
@@ -87,7 +93,7 @@ def model_only(models: dict, inputs: np.ndarray, seconds: float, rounds: int) ->
     for _ in range(rounds):
         for name, model in models.items():
             for b, x in batches[name].items():
-                results[name][b] = max(results[name][b], images_per_second(model.run, x, seconds / rounds))
+                results[name][b] = max(results[name][b], images_per_second(model.backend, x, seconds / rounds))
     return results
 
 
@@ -121,7 +127,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLINGS_")}
-        cmd = [sys.executable, "-m", "seedlings.serving.cli", "--model", str(model_dir), "--port",
+        cmd = [sys.executable, "-m", "seedlings", "serve", "--model", str(model_dir), "--port",
                str(self.port), "--log-level", "warning", *args]
         started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

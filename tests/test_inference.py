@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seedlings.errors import ImageError, SeedlingsError
-from seedlings.inference import DEFAULT_MODEL_DIR, Model, expand_inputs, load_model, needs_torch, resolve_model_dir
+from seedlings.inference import DEFAULT_MODEL_DIR, Model, expand_inputs, needs_torch, resolve_model_dir
 
 
 def test_resolve_model_dir_says_what_is_wrong(tmp_path):
@@ -28,7 +28,7 @@ def test_which_folders_need_torch(trained_run, exported_model):
 
 def test_a_run_folder_is_not_loaded_without_its_torch_backend(trained_run):
     with pytest.raises(SeedlingsError, match="PyTorch weights only; load it with seedlings.load_model"):
-        load_model(trained_run)
+        Model(trained_run)
 
 
 def test_the_onnx_model_reads_everything_from_its_model_file(exported_model):
@@ -36,7 +36,7 @@ def test_the_onnx_model_reads_everything_from_its_model_file(exported_model):
     meta = json.loads((exported_model / "model.json").read_text())
     assert model.backend_name == "onnx" and model.classes == meta["classes"]
     assert model.spec.image_size == meta["preprocess"]["image_size"] == meta["image_size"]
-    assert model.temperature == meta["calibration"]["temperature"] and model.meta == model.file.to_dict()
+    assert model.file.calibration.temperature == meta["calibration"]["temperature"]
     images = np.random.default_rng(0).integers(0, 256, (3, model.spec.image_size, model.spec.image_size, 3),
                                                dtype=np.uint8)
     probs, distance = model.assess(images)

@@ -36,7 +36,7 @@ import numpy as np
 from seedlings import __version__
 from seedlings.errors import SeedlingsError
 from seedlings.fileio import atomic_write_json, sha256_file
-from seedlings.preprocess import INTERPOLATIONS, PreprocessSpec
+from seedlings.preprocess import IMAGE_SIZES, INTERPOLATIONS, PreprocessSpec
 
 FORMAT = 1
 # The files of a model folder are named here and nowhere else: every reader and writer imports these.
@@ -292,8 +292,9 @@ def _classes(v, where: str) -> list[str]:
 def _preprocess(d, where: str) -> PreprocessSpec:
     d = _mapping(d, where)
     size = d.get("image_size")
-    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
-        raise ModelFileError(f"{where}.image_size: expected a whole number of pixels in [8, 4096], got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not IMAGE_SIZES[0] <= size <= IMAGE_SIZES[1]:
+        raise ModelFileError(f"{where}.image_size: expected a whole number of pixels in [{IMAGE_SIZES[0]}, "
+                             f"{IMAGE_SIZES[1]}], got {size!r}")
     for key in ("mean", "std"):
         v = d.get(key, [0.5, 0.5, 0.5])
         if not isinstance(v, (list, tuple)) or len(v) != 3:

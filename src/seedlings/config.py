@@ -11,8 +11,8 @@ import yaml
 from seedlings.errors import SeedlingsError, UsageError
 from seedlings.fileio import atomic_write_text
 from seedlings.models.pretrained import no_weights_error
-from seedlings.models.registry import init_backbone, resolve_name
-from seedlings.preprocess import PreprocessSpec
+from seedlings.models.registry import DEFAULT_BACKBONE, init_backbone, resolve_name
+from seedlings.preprocess import IMAGE_SIZES, PreprocessSpec
 
 
 @dataclass
@@ -34,7 +34,7 @@ class AugmentConfig:
 class TrainConfig:
     data: str = ""
     out: str = ""
-    model: str = "resnet10t"
+    model: str = DEFAULT_BACKBONE
     pretrained: bool = False
     weights: str | None = None  # local safetensors file of the backbone
     init: str | None = None  # an exported seedlings model folder to start from (implies its backbone)
@@ -81,7 +81,8 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
                                  f"{', '.join(choices)}")
         checks = [("epochs", self.epochs >= 1, "≥ 1"), ("batch_size", self.batch_size >= 1, "≥ 1"),
-                  ("image_size", 16 <= self.image_size <= 1024, "between 16 and 1024"),
+                  ("image_size", IMAGE_SIZES[0] <= self.image_size <= IMAGE_SIZES[1],
+                   f"between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]}"),
                   ("lr", self.lr > 0, "> 0"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),

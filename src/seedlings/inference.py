@@ -125,12 +125,7 @@ class Model:
         self.max_pixels = max_pixels
         self.precision = precision
         self.spinning = spinning
-        self.backend_name, self.run = self._backend(backend, precision, threads)
-
-    @property
-    def meta(self) -> dict:
-        """model.json as JSON (``self.file`` is the typed form)."""
-        return self.file.to_dict()
+        self.backend_name, self.backend = self._backend(backend, precision, threads)
 
     @property
     def name(self) -> str:
@@ -139,18 +134,6 @@ class Model:
     @property
     def version(self) -> str:
         return self.file.version
-
-    @property
-    def temperature(self) -> float:
-        return self.file.calibration.temperature
-
-    @property
-    def threshold(self) -> float:
-        return self.file.unknown.threshold
-
-    @property
-    def distance_threshold(self) -> float | None:
-        return self.file.unknown.distance_threshold
 
     def _backend(self, backend: str | Backend, precision: str, threads) -> tuple[str, Backend]:
         if not isinstance(backend, str):
@@ -186,13 +169,13 @@ class Model:
         calibration = self.file.calibration
         for i in range(0, len(batch_hwc), batch_size):
             chunk = batch_hwc[i:i + batch_size]
-            views = [self.run.scores(normalize(v, self.spec)) for v in (dihedral_views(chunk) if tta else [chunk])]
+            views = [self.backend.scores(normalize(v, self.spec)) for v in (dihedral_views(chunk) if tta else [chunk])]
             probs.append(np.mean([calibration.probabilities(lg.astype(np.float64)) for lg, _ in views], axis=0))
-            if self.run.has_distance:
+            if self.backend.has_distance:
                 dists.append(np.mean([d.astype(np.float64) for _, d in views], axis=0))
         if not probs:
-            return np.zeros((0, len(self.classes))), (np.zeros(0) if self.run.has_distance else None)
-        return np.concatenate(probs), (np.concatenate(dists) if self.run.has_distance else None)
+            return np.zeros((0, len(self.classes))), (np.zeros(0) if self.backend.has_distance else None)
+        return np.concatenate(probs), (np.concatenate(dists) if self.backend.has_distance else None)
 
     def unknown(self, probs: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
         """Which images not to trust: the model file's :class:`~seedlings.artifact.UnknownRule`."""
@@ -238,11 +221,3 @@ def expand_inputs(item):
             return [(f, str(f)) for f in files]
         return [(p, str(p))]
     return [(item, None)]
-
-
-def load_model(path: str | Path | None = None, backend: str = "auto", precision: str = "fp32",
-               threads: int | None = None) -> Model:
-    """Load an ONNX model folder (``None``: the default model shipped in the package); torch-free.
-
-    ``seedlings.load_model`` also loads training run folders (PyTorch weights)."""
-    return Model(resolve_model_dir(path), backend=backend, precision=precision, threads=threads)

@@ -18,6 +18,9 @@ _INTERPOLATION = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 INTERPOLATIONS = tuple(_INTERPOLATION)
 
 
+IMAGE_SIZES = (16, 1024)  # the input sizes, in pixels, a model may have: training, the cache and model.json
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Resize the short side to ``image_size``, centre-crop a square, scale to [0, 1], normalise.

@@ -53,8 +53,9 @@ def test_predict_real_images_kaggle_csv(tmp_path):
 
 def test_default_model_flags_generated_non_plants_as_unknown():
     """The shipped detector: real validation seedlings mostly pass, generated non-plants do not."""
+    from seedlings.api import load_model
     from seedlings.evaluation import ood
-    from seedlings.inference import DEFAULT_MODEL_DIR, load_model
+    from seedlings.inference import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "model.json").is_file():
         pytest.skip("no default model in this build")

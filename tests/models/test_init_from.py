@@ -9,9 +9,10 @@ import pytest
 import torch
 from tests.helpers import SYNTH_CLASSES, make_dataset
 
+from seedlings.api import load_model
 from seedlings.config import TrainConfig
 from seedlings.errors import SeedlingsError
-from seedlings.inference import DEFAULT_MODEL_DIR, load_model
+from seedlings.inference import DEFAULT_MODEL_DIR
 from seedlings.models import create_model
 from seedlings.models.init_from import load_init
 from seedlings.preprocess import PreprocessSpec, normalize
@@ -30,7 +31,7 @@ def test_default_model_rebuilt_from_its_onnx_graph_predicts_the_same():
     images = _images(8, spec.image_size)
     with torch.no_grad():
         ours = model.eval()(torch.from_numpy(normalize(images, spec))).double().numpy()
-    theirs = served.run(normalize(images, spec))
+    theirs = served.backend(normalize(images, spec))
     np.testing.assert_allclose(ours, theirs, atol=2e-3)
     assert record["classifier"] == "kept" and record["kind"] == "model"
 

@@ -36,13 +36,7 @@ def require_module(name: str):
 
 
 def serve_command() -> list[str]:
-    """``python -m seedlings serve`` once the main CLI has the command; the serving CLI alone until then."""
-    from seedlings.cli import COMMANDS, build_parser
-
-    build_parser()
-    if "serve" in COMMANDS:
-        return [sys.executable, "-m", "seedlings", "serve"]
-    return [sys.executable, "-m", "seedlings.serving.cli"]
+    return [sys.executable, "-m", "seedlings", "serve"]
 
 
 def png_bytes(img: Image.Image | None = None, fmt: str = "PNG", **save) -> bytes:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tests.serving.conftest import png_bytes
 
-from seedlings.inference import load_model
+from seedlings.api import load_model
 
 ERROR_KEYS = {"code", "message"}
 

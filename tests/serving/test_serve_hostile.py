@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from tests.serving.conftest import png_bytes
 
-from seedlings.inference import load_model
+from seedlings.api import load_model
 
 EXAMPLES = int(os.environ.get("SEEDLINGS_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

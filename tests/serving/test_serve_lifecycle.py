@@ -77,13 +77,24 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(start_server):
         httpx.get(srv.url + "/healthz", timeout=2)
 
 
-def test_int8_model_serves(start_server):
+def test_int8_model_serves(start_server, model_dir):
+    """The answers are model.int8.onnx's, not model.onnx's under an int8 label: the served probabilities
+    equal the int8 graph's to float precision and differ from the fp32 graph's."""
+    from seedlings.api import load_model
+
     srv = start_server("--precision", "int8")
+    photo = png_bytes()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/v1/model").json()["precision"] == "int8"
         assert c.get("/readyz").json()["model"]["precision"] == "int8"
-        r = c.post("/v1/predict", files={"file": ("a.png", png_bytes(), "image/png")})
+        r = c.post("/v1/predict", files={"file": ("a.png", photo, "image/png")}, params={"top_k": 3})
         assert r.status_code == 200, r.text
+    served = {t["species"]: t["probability"] for t in r.json()["predictions"][0]["top_k"]}
+    for precision, same in (("int8", True), ("fp32", False)):
+        (local,) = load_model(model_dir, precision=precision).predict([photo], top_k=3)
+        diff = max(abs(served[t["species"]] - t["probability"]) if t["species"] in served else 1.0
+                   for t in local.top_k)
+        assert (diff < 1e-5) == same, (precision, diff)
 
 
 def test_int8_export_reports_its_cost(model_dir):

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 from tests.serving.conftest import serve_command
 
+from seedlings.cli import main
 from seedlings.fileio import sha256_file
-from seedlings.serving.cli import main
 
 
 def broken_copy(model_dir, tmp_path, change) -> str:
@@ -84,7 +84,7 @@ CASES = {
 def test_bad_model_folder_is_refused_in_one_line(model_dir, tmp_path, capsys, case):
     change, expected = CASES[case]
     folder = broken_copy(model_dir, tmp_path, change)
-    assert main(["--model", folder, "--port", "0"]) == 1
+    assert main(["serve", "--model", folder, "--port", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert expected in err and "Traceback" not in err and len(err.splitlines()) == 1, err
 

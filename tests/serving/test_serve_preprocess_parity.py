@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from tests.serving.conftest import require_module
 
+from seedlings.api import load_model
 from seedlings.data.cache import scan_one
-from seedlings.inference import load_model
 from seedlings.preprocess import dihedral_views, normalize
 
 CASES = [((300, 200), "RGB", "PNG"), ((200, 300), "RGB", "JPEG"), ((64, 64), "L", "PNG"),

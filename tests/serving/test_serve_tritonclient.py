@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tests.serving.conftest import png_bytes, require_module
 
-from seedlings.inference import load_model
+from seedlings.api import load_model
 
 httpclient = require_module("tritonclient.http")
 triton_utils = require_module("tritonclient.utils")

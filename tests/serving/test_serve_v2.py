@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from tests.serving.conftest import png_bytes
 
-from seedlings.inference import load_model
+from seedlings.api import load_model
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from seedlings.data.index import DatasetIndex, index_folder
 from seedlings.errors import ImageError, SeedlingsError, UsageError
 from seedlings.fileio import atomic_write_json, read_json
 from seedlings.images import open_image
-from seedlings.preprocess import PreprocessSpec, resize_square
+from seedlings.preprocess import IMAGE_SIZES, PreprocessSpec, resize_square
 from seedlings.progress import bar
 
 CACHE_FORMAT = 1
@@ -130,8 +130,9 @@ def prepare(root: str | Path, image_size: int | PreprocessSpec, interpolation: s
         image_size, interpolation = image_size.image_size, image_size.interpolation
     if bad_images not in BAD_IMAGE_POLICIES:
         raise UsageError(f"--bad-images {bad_images!r}: choose one of {', '.join(BAD_IMAGE_POLICIES)}")
-    if image_size < 16 or image_size > 1024:
-        raise UsageError(f"--image-size {image_size}: choose a size between 16 and 1024 pixels")
+    if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:
+        raise UsageError(f"--image-size {image_size}: choose a size between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]} "
+                         "pixels")
     index = index_folder(root)
     cache_dir = cache_dir_for(index.root, image_size, interpolation, Path(cache_root) if cache_root else None)
     stats = index.stats()

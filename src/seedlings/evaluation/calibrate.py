@@ -13,9 +13,10 @@ from seedlings.evaluation.metrics import (
     softmax,
     unknown_threshold,
 )
+from seedlings.models.novelty import PROBABILITY_FALSE_REJECT
 from seedlings.models.predict import predict_logits
 
-UNKNOWN_FALSE_REJECT = 0.01  # the feature distance takes the rest of novelty.TOTAL_FALSE_REJECT (3 %)
+UNKNOWN_FALSE_REJECT = PROBABILITY_FALSE_REJECT  # the feature distance takes the rest of the 3 % (novelty.py)
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration, UnknownRule]:

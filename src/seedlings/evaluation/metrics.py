@@ -65,7 +65,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(min(fine, key=lambda t: nll(logits, labels, t)))
 
 
-def unknown_threshold(max_probs: np.ndarray, false_reject: float = 0.02) -> float:
+def unknown_threshold(max_probs: np.ndarray, false_reject: float) -> float:
     """Max-probability threshold that rejects ``false_reject`` of in-distribution validation images."""
     return float(np.quantile(max_probs, false_reject)) if len(max_probs) else 0.0
 

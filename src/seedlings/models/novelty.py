@@ -36,6 +36,9 @@ from seedlings.fileio import atomic_write
 from seedlings.models.ensemble import features_and_logits
 from seedlings.models.predict import predict_logits
 
+# The "not a seedling" rule's budget of real photos it may flag, owned here: the max-probability threshold
+# (evaluation/calibrate.py) takes PROBABILITY_FALSE_REJECT of it, the feature distance the rest.
+PROBABILITY_FALSE_REJECT = 0.01
 TOTAL_FALSE_REJECT = 0.03  # share of real validation images the whole unknown rule may flag: the distance
 # gets what the max-probability rule (evaluation/calibrate.py, 1 %) leaves of it
 SCALE_QUANTILE = 0.99  # each distance is divided by this quantile of its validation values

@@ -17,10 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from seedlings import __version__
+from seedlings.serving.decoding import Decoder
 from seedlings.serving.deps import BodyLimitMiddleware, ready_or_none
 from seedlings.serving.errors import error_response, error_responses, install_error_handlers
 from seedlings.serving.limits import Budget, release_memory
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
+from seedlings.serving.offload import Offload
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.protocol import report_refusals_to
 from seedlings.serving.routes_v1 import PredictFastPath
@@ -57,6 +59,12 @@ async def lifespan(app: FastAPI):
     from starlette.concurrency import run_in_threadpool
 
     predictor = await run_in_threadpool(Predictor.load, settings, app.state.metrics)
+    # A photo's way, one direction: Decoder (uploads → inputs, in the offload pool) → Predictor (batches,
+    # the model) → the route encodes the answer.
+    offload = Offload(settings.decoding_threads())
+    app.state.offload = offload
+    app.state.decoder = Decoder(offload, predictor.model.prepare, predictor.model.spec, settings.max_pixels,
+                                settings.max_request_pixels, settings.max_decode_pixels)
     await predictor.start()
     release_memory()  # loading and warming up freed some heap that glibc would otherwise keep
     app.state.predictor = predictor
@@ -65,6 +73,7 @@ async def lifespan(app: FastAPI):
     finally:
         log.info("shutting down: finishing queued requests")
         await predictor.stop(drain_timeout=settings.request_timeout_s)
+        offload.shutdown()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,7 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     report_refusals_to(app.state.metrics.observe_refused)
     app.state.predictor = None
-    app.state.decode_budget = Budget(settings.max_decode_pixels)
     install_error_handlers(app)
     app.include_router(v1_router)
     app.include_router(v2_router)

@@ -10,7 +10,6 @@ import argparse
 import os
 import shutil
 import signal
-import sys
 import tempfile
 
 from seedlings.errors import SeedlingsError, missing_extra
@@ -156,19 +155,3 @@ def _serve_metrics(host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise SeedlingsError(f"--metrics-port {port}: cannot listen on {host}:{port} ({exc.strerror})") from exc
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m seedlings.serving.cli``: the serve command alone, until it is wired into ``seedlings``."""
-    parser = argparse.ArgumentParser(prog="seedlings")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return cmd_serve(args)
-    except SeedlingsError as exc:
-        print(f"seedlings serve: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

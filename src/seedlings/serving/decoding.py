@@ -32,6 +32,7 @@ from seedlings.images import PNG_SIGNATURE, check_dimensions, open_image, pillow
 from seedlings.preprocess import PreprocessSpec, resize_square
 from seedlings.serving.errors import ApiError, Overloaded
 from seedlings.serving.limits import Budget, release_memory
+from seedlings.serving.offload import Offload
 
 LARGE = 4_000_000  # pixels; above this an image is decoded leanly (a 2,000 × 2,000 photo)
 OVERSAMPLE = 2  # lean decoding keeps at least this many times the model's input size on the short side
@@ -68,11 +69,23 @@ def admit(costs: list[int], budget: Budget, max_request: int) -> int:
     return total
 
 
-async def decode_images(request, predictor, items: list[tuple[object, str | None]]) -> list[np.ndarray]:
-    """Decode a request's images in the decoding pool, within the request's and the process's pixel budget."""
-    settings = request.app.state.settings
-    return await predictor.decode(decode_all, items, predictor.spec, settings.max_pixels,
-                                  request.app.state.decode_budget, settings.max_request_pixels, predictor.prepare)
+class Decoder:
+    """The first stage of a photo's way through the service: uploads to the model's S×S×3 inputs.
+
+    Owns what decoding needs and nothing else: the offload pool it runs in, the pixel budget of the process,
+    the per-photo and per-request limits, and the model's own small-image path (``prepare``, the Model's
+    preprocessing). The predictor then only batches and runs the model."""
+
+    def __init__(self, offload: Offload, prepare: Callable, spec: PreprocessSpec, max_pixels: int,
+                 max_request_pixels: int, max_decode_pixels: int):
+        self.offload, self.prepare, self.spec = offload, prepare, spec
+        self.max_pixels, self.max_request = max_pixels, max_request_pixels
+        self.budget = Budget(max_decode_pixels)
+
+    async def decode(self, items: list[tuple[object, str | None]]) -> list[np.ndarray]:
+        """Each (source, name) decoded in the pool, within the request's and the process's pixel budget."""
+        return await self.offload.run(decode_all, items, self.spec, self.max_pixels, self.budget, self.max_request,
+                                      self.prepare)
 
 
 def decode_all(items: list[tuple[object, str | None]], spec: PreprocessSpec, max_pixels: int,

@@ -199,3 +199,15 @@ HANDLERS = {ApiError: _api_error, ImageError: _image_error, BodyTooLarge: _too_l
 def install_error_handlers(app: FastAPI) -> None:
     for cls, handler in HANDLERS.items():
         app.add_exception_handler(cls, handler)
+
+
+def handler_for(exc: Exception):
+    """The handler of ``exc`` in HANDLERS, most specific class first, as Starlette picks it for routed requests;
+    None for an unexpected error (bare ``Exception``: re-raise it, and Starlette's ServerErrorMiddleware answers
+    500 through ``_unexpected``). The fast path of /v1/predict dispatches with this."""
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in HANDLERS:
+            return HANDLERS[cls]
+    return None

@@ -62,8 +62,6 @@ class Predictor:
 
     def __init__(self, model: Model, settings: Settings, metrics: Metrics):
         self.model = model
-        # How uploads are resized (decoding.py reads it): model.json's preprocess, through the ModelFile.
-        self.spec = model.spec
         self.settings = settings
         self.metrics = metrics
         self.max_batch = settings.max_batch if settings.batching else 1
@@ -78,8 +76,6 @@ class Predictor:
         self._worker: asyncio.Task | None = None
         # One inference at a time: ONNX Runtime already spreads one run over all its threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedlings-infer")
-        n = settings.decoding_threads()
-        self._decoder = ThreadPoolExecutor(max_workers=n, thread_name_prefix="seedlings-decode") if n else None
         self._batch_seconds = 0.05  # running estimate of one batch's time, for Retry-After
 
     @classmethod
@@ -128,27 +124,8 @@ class Predictor:
                 pass
         self._stopped = True
         self._executor.shutdown(wait=True)
-        if self._decoder is not None:
-            self._decoder.shutdown(wait=True)
 
     # -- requests ---------------------------------------------------------------------------------
-    def prepare(self, data: bytes, name: str | None = None) -> np.ndarray:
-        """Decode one upload to the model's S×S×3 uint8 input (raises ImageError); call in a thread."""
-        return self.model.prepare(data, name)
-
-    async def decode(self, fn, *args):
-        """Run ``fn(*args)`` (decoding work) off the event loop, in parallel with the model."""
-        if self._decoder is None:
-            from starlette.concurrency import run_in_threadpool
-
-            return await run_in_threadpool(fn, *args)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
-        except RuntimeError:
-            if not self._stopped:
-                raise
-            raise Overloaded(1, "shutting_down", "the server is shutting down") from None
-
     async def probabilities(self, images: list[np.ndarray], tta: bool) -> np.ndarray:
         """Queue the images and wait for their calibrated probabilities (N × classes)."""
         return (await self.assess(images, tta))[0]

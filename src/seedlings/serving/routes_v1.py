@@ -9,14 +9,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from seedlings.serving.decoding import decode_images
 from seedlings.serving.deps import check_token, ready_predictor
-from seedlings.serving.errors import ApiError, error_responses
+from seedlings.serving.errors import ApiError, error_responses, handler_for
 from seedlings.serving.multipart import boundary_of, split_files
 from seedlings.serving.paths import public_meta
 from seedlings.serving.predictor import Predictor
 
 router = APIRouter(tags=["v1"])
+MAX_TOP_K = 1000  # the top_k query parameter's limit (FastAPI validates it; the fast path checks the same)
 
 RAW_TYPES = ("application/octet-stream", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp",
              "image/tiff")
@@ -132,13 +132,13 @@ async def _read_multipart(request: Request, max_files: int) -> list[tuple[str | 
              summary="Identify the species in one or more photos")
 async def predict(request: Request,
                   predictor: Annotated[Predictor, Depends(ready_predictor)],
-                  top_k: Annotated[int | None, Query(ge=1, le=1000, description="species per photo (default 5)")]
+                  top_k: Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description="species per photo (default 5)")]
                   = None,
                   tta: Annotated[bool | None, Query(description="average 8 rotations/flips: a little more "
                                                                 "accurate, ~8x slower")] = None):
     settings = request.app.state.settings
     uploads = await read_uploads(request, settings.max_files)
-    images = await decode_images(request, predictor, [(data, name) for name, data in uploads])
+    images = await request.app.state.decoder.decode([(data, name) for name, data in uploads])
     probs, distance = await predictor.assess(images, settings.tta if tta is None else tta)
     model = predictor.model
     # Built from plain floats and strings in the documented shape, so it skips FastAPI's re-validation
@@ -156,8 +156,8 @@ def simple_query(raw: bytes) -> dict | None:
     query: dict = {}
     for pair in raw.split(b"&"):
         name, _, value = pair.partition(b"=")
-        if name == b"top_k" and "top_k" not in query and value.isdigit() and len(value) <= 4 \
-                and 1 <= int(value) <= 1000:
+        if name == b"top_k" and "top_k" not in query and value.isdigit() and len(value) <= len(str(MAX_TOP_K)) \
+                and 1 <= int(value) <= MAX_TOP_K:
             query["top_k"] = int(value)
         elif name == b"tta" and "tta" not in query and value in (b"true", b"false"):
             query["tta"] = value == b"true"
@@ -196,21 +196,11 @@ class PredictFastPath:
             await check_token(request)
             response = await predict(request, await ready_predictor(request), **query)
         except Exception as exc:
-            handler = _handler_for(request.app.exception_handlers, exc)
+            handler = handler_for(exc)
             if handler is None:
                 raise  # ServerErrorMiddleware answers 500 and logs it, as for any route
             response = await handler(request, exc)
         await response(scope, receive, send)
-
-
-def _handler_for(handlers: dict, exc: Exception):
-    """The app's handler for ``exc`` (most specific class first), leaving bare ``Exception`` to the server."""
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None
-        if cls in handlers:
-            return handlers[cls]
-    return None
 
 
 @router.get("/v1/model", response_model=ModelCard, responses=error_responses(503),

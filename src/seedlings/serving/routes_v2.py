@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from seedlings import __version__
 from seedlings.serving import v2_codec
-from seedlings.serving.decoding import decode_images
 from seedlings.serving.deps import check_token, ready_or_none, ready_predictor
 from seedlings.serving.errors import ApiError, v2_error_responses
 from seedlings.serving.predictor import Predictor
@@ -122,13 +121,13 @@ async def _infer(request: Request, name: str, version: str | None, predictor: Pr
     _served(predictor, name, version)
     settings = request.app.state.settings
     body = await request.body()
-    parsed = await predictor.decode(v2_codec.parse, body, request.headers.get(v2_codec.HEADER_LENGTH),
-                                    settings.max_pixels, settings.max_files)
+    parsed = await request.app.state.offload.run(v2_codec.parse, body, request.headers.get(v2_codec.HEADER_LENGTH),
+                                                 settings.max_pixels, settings.max_files)
     tta = settings.tta if parsed.tta is None else parsed.tta
     if not isinstance(tta, bool):
         raise v2_codec.invalid(f"parameters.tta must be true or false, not {tta!r}")
     names = [f"{parsed.input_name}[{i}]" for i in range(len(parsed.sources))]
-    images = await decode_images(request, predictor, list(zip(parsed.sources, names)))
+    images = await request.app.state.decoder.decode(list(zip(parsed.sources, names)))
     probs = await predictor.probabilities(images, tta)
     model = predictor.model
     head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
