@@ -302,6 +302,7 @@ def rss_growth(model_dir: Path, photos: list[bytes], precision: str,
 # -- wiring -----------------------------------------------------------------------------------------
 def prepare_models(args) -> tuple[Path, dict, Path | None]:
     """The model folder to serve and {name: Model} for the model-only runs."""
+    from seedlings.api import load_model
     from seedlings.inference import Model
 
     run = Path(args.run) if args.run else None
@@ -315,7 +316,7 @@ def prepare_models(args) -> tuple[Path, dict, Path | None]:
         model_dir = export_run(run, Path(tempfile.mkdtemp(prefix="bench-model-")) / "model", precision="int8")
     models = {}
     if run is not None:
-        models["pytorch eager"] = Model(run, backend="torch")
+        models["pytorch eager"] = load_model(run)  # the torch backend (a run folder holds PyTorch weights)
     models["onnx fp32"] = Model(model_dir, backend="onnx", precision="fp32")
     if (model_dir / "model.int8.onnx").is_file():
         models["onnx int8"] = Model(model_dir, backend="onnx", precision="int8")

@@ -27,7 +27,8 @@ def test_default_model_rebuilt_from_its_onnx_graph_predicts_the_same():
     served = load_model(None)
     spec = served.spec
     batches = [torch.from_numpy(normalize(_images(32, spec.image_size), spec))]
-    model, record = load_init(DEFAULT_MODEL_DIR, lambda n: create_model("resnet10t", n), served.classes, batches)
+    model, record = load_init(DEFAULT_MODEL_DIR, lambda n: create_model(served.file.backbone, n), served.classes,
+                              batches)
     images = _images(8, spec.image_size)
     with torch.no_grad():
         ours = model.eval()(torch.from_numpy(normalize(images, spec))).double().numpy()
@@ -40,7 +41,8 @@ def test_other_classes_replace_the_classifier_and_batchnorm_starts_calibrated():
     served = load_model(None)
     spec = served.spec
     x = torch.from_numpy(normalize(_images(64, spec.image_size), spec))
-    model, record = load_init(DEFAULT_MODEL_DIR, lambda n: create_model("resnet10t", n), ["a", "b", "c", "d"], [x])
+    model, record = load_init(DEFAULT_MODEL_DIR, lambda n: create_model(served.file.backbone, n),
+                              ["a", "b", "c", "d"], [x])
     assert model.get_classifier().out_features == 4 and "12 → 4" in record["classifier"]
     with torch.no_grad():
         eval_feats = model.eval().forward_features(x)
@@ -58,10 +60,11 @@ def test_wrong_architecture_is_refused():
 
 
 def test_init_implies_its_backbone_and_refuses_contradictions():
+    backbone = load_model(None).file.backbone
     cfg = TrainConfig(data="d", out="o", init=str(DEFAULT_MODEL_DIR)).validate()
-    assert cfg.model == "resnet10t"
-    with pytest.raises(SeedlingsError, match="--init .* is a resnet10t; omit --model"):
-        TrainConfig(data="d", out="o", model="efficientnet_lite0", init=str(DEFAULT_MODEL_DIR)).validate()
+    assert cfg.model == backbone
+    with pytest.raises(SeedlingsError, match=f"--init .* is a {backbone}; omit --model"):
+        TrainConfig(data="d", out="o", model="resnet14t", init=str(DEFAULT_MODEL_DIR)).validate()
     with pytest.raises(SeedlingsError, match="cannot be combined with --pretrained"):
         TrainConfig(data="d", out="o", model="efficientnet_lite0", pretrained=True,
                     init=str(DEFAULT_MODEL_DIR)).validate()
