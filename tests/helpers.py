@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,8 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def seedlings_cli(*args, **kw) -> subprocess.CompletedProcess:
+    """``python -m seedlings ARGS`` in a fresh interpreter, as a user runs it: exit code, stdout, stderr."""
+    return subprocess.run([sys.executable, "-m", "seedlings", *map(str, args)], capture_output=True, text=True, **kw)

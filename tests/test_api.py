@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.helpers import make_dataset
 
 
 def test_python_api(trained_run, exported_model, tmp_path):
@@ -68,3 +69,25 @@ def test_folders_from_another_version_are_refused(trained_run, tmp_path):
     ckpt.write_bytes(b"garbage")
     with pytest.raises(SeedlingsError, match="unreadable"):
         load_checkpoint(ckpt)
+
+
+@pytest.mark.slow
+def test_the_api_and_the_command_line_train_the_same_recipe(tmp_path):
+    """One step each way, from ImageNet weights: the saved config.yaml (the resolved recipe) is the same."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    import seedlings
+
+    data = make_dataset(tmp_path / "d", per_class=4)
+    common = ["--data", str(data), "--pretrained", "--epochs", "1", "--image-size", "32", "--threads", "1",
+              "--cache-dir", str(tmp_path / "cache")]
+    subprocess.run([sys.executable, "-m", "seedlings", "train", *common, "--out", str(tmp_path / "cli")],
+                   check=True, capture_output=True)
+    seedlings.train(data=str(data), out=str(tmp_path / "api"), pretrained=True, epochs=1, image_size=32, threads=1,
+                    cache_dir=str(tmp_path / "cache"), progress=False)
+    cli, api = (yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in ("cli", "api"))
+    assert {**cli, "out": ""} == {**api, "out": ""}
+    assert (api["model"], api["lr"], api["augment"]["right_angles"]) == ("efficientnet_lite0", 1e-3, True)

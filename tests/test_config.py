@@ -86,3 +86,13 @@ def test_settings_need_no_torch():
             "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_validate_returns_a_checked_copy_and_changes_nothing():
+    from seedlings.config import TrainConfig
+
+    cfg = TrainConfig(data="d", out="o", model="EfficientNet_Lite0")
+    before = cfg.to_dict()
+    checked = cfg.validate()
+    assert cfg.to_dict() == before and checked is not cfg
+    assert checked.model == "efficientnet_lite0"

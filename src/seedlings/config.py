@@ -72,6 +72,8 @@ class TrainConfig:
                "bad_images": ("skip", "fail"), "keep": ("best", "last")}
 
     def validate(self) -> TrainConfig:
+        """A checked copy with the backbone's canonical name (``--init``'s when given); raises UsageError with
+        the flag and the rule for anything unusable. The object itself is left as it is."""
         if not self.data:
             raise UsageError("--data is required: the folder with one sub-folder per species")
         if not self.out:
@@ -97,16 +99,14 @@ class TrainConfig:
         if self.freeze_epochs and not (self.pretrained or self.weights or self.init):
             raise UsageError(f"--freeze-epochs {self.freeze_epochs}: freezing only makes sense for learned "
                              "layers; add --pretrained, --weights or --init, or drop --freeze-epochs")
-        self._apply_init()
-        backbone = resolve_name(self.model)
-        self.model = backbone.name
+        backbone = resolve_name(self._init_backbone())
         if self.pretrained and not backbone.has_imagenet_weights:
             raise no_weights_error(backbone.name)
         if self.image_size % backbone.space_to_depth:
             raise UsageError(f"--image-size {self.image_size}: {backbone.name} folds {backbone.space_to_depth}×"
                              f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "
                              f"multiple of {backbone.space_to_depth}")
-        return self
+        return dataclasses.replace(self, model=backbone.name)  # a checked copy: this object is not changed
 
     def _check_folds(self) -> None:
         if self.folds == 0 and self.fold is None:
@@ -119,17 +119,17 @@ class TrainConfig:
         if self.val_data:
             raise UsageError("--folds splits --data into folds; it cannot be combined with --val-data")
 
-    def _apply_init(self) -> None:
-        """``--init MODEL_DIR`` trains that model's backbone; a different --model is a contradiction."""
+    def _init_backbone(self) -> str:
+        """The backbone to train: ``--init MODEL_DIR``'s (a different --model is a contradiction), else --model."""
         if not self.init:
-            return
+            return self.model
         if self.pretrained or self.weights:
             raise UsageError("--init starts from a seedlings model; it cannot be combined with --pretrained "
                              "or --weights")
         backbone = init_backbone(self.init)
         if self.model not in (TrainConfig.model, backbone):
             raise UsageError(f"--model {self.model}: --init {self.init} is a {backbone}; omit --model")
-        self.model = backbone
+        return backbone
 
     def preprocess_spec(self) -> PreprocessSpec:
         """How an image becomes this run's input: the size set here, the mean and std the backbone's
