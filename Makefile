@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed-all: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,serve,dev]'
+	$(PIP) install -q -e '.[train,serve,batch,dev]'
 	touch $@
 
 venv: $(VENV)/.installed-all
@@ -44,7 +44,7 @@ bench: venv
 
 # JupyterLab on notebooks/, with the package installed (editable) and the notebook extra.
 $(VENV)/.installed-notebook: $(VENV)/.installed-all
-	$(PIP) install -q -e '.[train,serve,dev,notebook]'
+	$(PIP) install -q -e '.[train,serve,batch,dev,notebook]'
 	touch $@
 
 notebook: venv $(VENV)/.installed-notebook

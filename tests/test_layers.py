@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: list[dict[str, tuple[str, ...]]] = [  # top first; per layer its groups, each a list of module prefixes
     {"cli": ("seedlings.cli", "seedlings.__main__", "seedlings.api")},
-    {"serving": ("seedlings.serving",), "runs": ("seedlings.runs",)},
+    {"serving": ("seedlings.serving",), "runs": ("seedlings.runs",), "batch": ("seedlings.batch",)},
     {"training": ("seedlings.training",), "export": ("seedlings.export",)},
     {"evaluation": ("seedlings.evaluation",)},
     {"config": ("seedlings.config",)},
@@ -28,7 +28,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [  # top first; per layer its groups,
     {"inference": ("seedlings.inference",)},
     {"data": ("seedlings.data",)},
     {"core": ("seedlings.artifact", "seedlings.preprocess", "seedlings.images", "seedlings.fileio",
-              "seedlings.errors", "seedlings.tables", "seedlings.progress", "seedlings")},
+              "seedlings.errors", "seedlings.tables", "seedlings.progress", "seedlings.cpus", "seedlings")},
 ]
 SERVING_NEVER_REACHES = ("torch", "torchvision", "timm", "seedlings.training", "seedlings.models")
 

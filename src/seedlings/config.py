@@ -41,6 +41,7 @@ class TrainConfig:
     backbone_lr: float = 1.0  # learning-rate multiplier of the pretrained layers (with --pretrained/--weights)
     freeze_epochs: int = 0  # first epochs train only the new classifier; the learned layers and their BN stay put
     epochs: int = 150
+    min_steps: int = 0  # small data sets: a smaller batch and more epochs until this many optimizer steps
     image_size: int = 64  # the recipe search (bench/recipes/) found 64 px × 150 epochs as good as 96 × 100
     batch_size: int = 64  # global: split across torchrun processes
     lr: float = 2e-3
@@ -82,7 +83,8 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
                                  f"{', '.join(choices)}")
-        checks = [("epochs", self.epochs >= 1, "≥ 1"), ("batch_size", self.batch_size >= 1, "≥ 1"),
+        checks = [("epochs", self.epochs >= 1, "≥ 1"), ("min_steps", self.min_steps >= 0, "≥ 0"),
+                  ("batch_size", self.batch_size >= 1, "≥ 1"),
                   ("image_size", IMAGE_SIZES[0] <= self.image_size <= IMAGE_SIZES[1],
                    f"between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]}"),
                   ("lr", self.lr > 0, "> 0"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
@@ -176,8 +178,8 @@ def load_yaml(path: str | Path, flag: str = "--config") -> dict:
 # Fine-tuning learned weights needs another recipe than training from scratch: a backbone that has
 # ImageNet weights, fewer epochs, a lower learning rate. Measured in docs/MODEL_CARD.md (recipe table):
 # 160 px is the knee (128 px 0.9552, 160 px 0.9652, 192 px 0.9652 at 1.3× the time per epoch).
-FINETUNE = {"model": "efficientnet_lite0", "image_size": 160, "epochs": 10, "batch_size": 48, "lr": 1e-3,
-            "warmup_epochs": 1.0, "ema_decay": 0.99,
+FINETUNE = {"model": "efficientnet_lite0", "image_size": 160, "epochs": 10, "min_steps": 200, "batch_size": 48,
+            "lr": 1e-3, "warmup_epochs": 1.0, "ema_decay": 0.99,
             "augment": {"rotate": False, "right_angles": True, "flip": True, "scale_min": 1.0, "scale_max": 1.0,
                         "translate": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}}
 
@@ -190,20 +192,6 @@ def recipe(values: dict) -> dict:
     if not (values.get("pretrained") or values.get("init")):
         return folds
     return {**folds, **{k: v for k, v in FINETUNE.items() if not (k == "model" and values.get("init"))}}
-
-
-def given_settings(config: TrainConfig | dict | None) -> dict:
-    """The settings a Python caller gave: a dict as it is; of a TrainConfig, the fields that differ from the
-    defaults (a dataclass cannot tell a default it was given from one it was not)."""
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return dict(config)
-    defaults = TrainConfig().to_dict()
-    values = config.to_dict()
-    given = {k: v for k, v in values.items() if k != "augment" and v != defaults[k]}
-    augment = {k: v for k, v in values["augment"].items() if v != defaults["augment"][k]}
-    return {**given, **({"augment": augment} if augment else {})}
 
 
 def resolve(config_file: str | None, overrides: dict) -> TrainConfig:

@@ -39,6 +39,7 @@ EXTRA_MODULES = {
     "train": ("torch", "torchvision", "timm", "safetensors", "matplotlib", "onnx", "onnxscript"),
     "serve": ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "python_multipart", "multipart",
               "prometheus_client", "pyspng"),
+    "batch": ("pyarrow",),
 }
 
 

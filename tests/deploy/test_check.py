@@ -283,7 +283,7 @@ def test_train_image_ships_the_imagenet_weights():
     from seedlings.models.pretrained import WEIGHTS
 
     stages = _dockerfile_stages()
-    assert "requirements.py train <" in stages["requirements"]
+    assert "requirements.py train batch <" in stages["requirements"]  # train and batch-predict Jobs
     assert "train.txt" in stages["train-deps"] and stages["train"].startswith("train-deps AS train")
     assert "sha256_file(package_file(e))" in stages["train"]  # the build fails on a missing or altered file
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seedlings.cpus import cpu_limit
 from seedlings.images import open_image
 from seedlings.preprocess import PreprocessSpec, resize_square
 from seedlings.serving.decoding import LARGE, box_reduce, decode_all, decode_large, peek
 from seedlings.serving.errors import ApiError, Overloaded
 from seedlings.serving.limits import Budget
-from seedlings.serving.settings import cpu_limit
 
 SPEC = PreprocessSpec(image_size=64)
 

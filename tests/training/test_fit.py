@@ -162,3 +162,20 @@ def test_backbone_lr_scales_only_the_learned_layers(tmp_path, trained_run):
     assert {id(p) for p in learned[1]["params"]} == {id(p) for p in model.get_classifier().parameters()}
     scratch = param_groups(model, TrainConfig(backbone_lr=0.3))
     assert [g["lr_scale"] for g in scratch] == [1.0, 1.0] and not any(g["learned"] for g in scratch)
+
+
+@pytest.mark.parametrize("n_train, min_steps, expected", [
+    (192, 200, (16, 17)),  # 16 photos of 12 species: 12 steps an epoch, 17 epochs
+    (60, 200, (8, 29)),  # never under 8 images a batch
+    (3424, 200, (48, 10)),  # the full data set: the recipe as it is (710 steps)
+    (192, 0, (48, 10)),  # --min-steps 0: off
+])
+def test_small_data_sets_get_a_smaller_batch_and_more_epochs(n_train, min_steps, expected):
+    from seedlings.config import TrainConfig
+    from seedlings.training import distributed as D
+    from seedlings.training.fit import fit_to_data
+
+    cfg = TrainConfig(data="d", out="o", epochs=10, batch_size=48, min_steps=min_steps)
+    fitted = fit_to_data(cfg, n_train, D.DistEnv())
+    assert (fitted.batch_size, fitted.epochs) == expected
+    assert (n_train // fitted.batch_size) * fitted.epochs >= min_steps

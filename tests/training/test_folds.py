@@ -87,13 +87,18 @@ def test_training_all_folds_writes_out_of_fold_predictions_and_resumes(tmp_path,
 def test_the_python_api_resolves_the_recipe_as_the_command_line_does():
     from seedlings.cli import build_parser
     from seedlings.cli.train import NOT_SETTINGS
-    from seedlings.config import TrainConfig, given_settings, resolve
+    from seedlings.config import TrainConfig, resolve
+    from seedlings.training.fit import train
 
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--pretrained", "--epochs", "3"])
     cli = resolve(None, {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS})
     api = resolve(None, {"data": "d", "out": "o", "pretrained": True, "epochs": 3})
-    from_config = resolve(None, {**given_settings(TrainConfig(data="d", out="o", pretrained=True)), "epochs": 3})
-    assert cli == api == from_config
+    assert cli == api
+    # A TrainConfig is taken as it is, overrides on top (they were dropped): epochs=0 reaches validation.
+    with pytest.raises(UsageError, match="--epochs 0"):
+        train(TrainConfig(data="d", out="o"), epochs=0)
+    # An explicit value equal to the dataclass default is kept, not replaced by the recipe's.
+    assert resolve(None, {"data": "d", "out": "o", "pretrained": True, "min_steps": 0}).min_steps == 0
     assert (cli.model, cli.image_size, cli.epochs, cli.augment.right_angles) == ("efficientnet_lite0", 160, 3, True)
     assert resolve(None, {"data": "d", "out": "o", "folds": 5}).keep == "last"
     assert resolve(None, {"data": "d", "out": "o", "folds": 5, "keep": "best"}).keep == "best"

@@ -9,15 +9,17 @@ extra is missing answers with the one ``pip install`` line (``run_command``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from seedlings import __version__
-from seedlings.cli import data, evaluate, export, models, predict, runs, serve, train
+from seedlings.cli import data, evaluate, export, models, predict, results, runs, serve, train
 from seedlings.cli.command import Command
 from seedlings.errors import SeedlingsError, extra_for, missing_extra
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (data.COMMAND, models.COMMAND, train.COMMAND, evaluate.COMMAND,
-                                                    predict.COMMAND, export.COMMAND, serve.COMMAND, runs.COMMAND)}
+                                                    predict.COMMAND, results.COMMAND, export.COMMAND, serve.COMMAND,
+                                                    runs.COMMAND)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,3 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seedlings {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `seedlings … | head`: the reader has gone; like other tools, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

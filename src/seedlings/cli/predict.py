@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings import batch
 from seedlings.api import load_model
 from seedlings.cli.command import MODEL_HELP, Command
 from seedlings.errors import ImageError, UsageError
@@ -29,13 +30,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--kaggle-csv", dest="kaggle_csv", help="also write a Kaggle submission (file,species)")
     p.add_argument("--tta", action="store_true", help="average the 8 rotations/flips of each image")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    archive = p.add_argument_group("photo archives (results as Parquet parts, resumable; the batch extra)")
+    archive.add_argument("--out", help="write the results to this folder: part-*.parquet, errors-*.parquet, "
+                                       "manifest-*.json; a rerun skips finished parts (see `seedlings results`)")
+    archive.add_argument("--shard", help="I/N: only the files of shard I of N (a stable hash of each name); "
+                                         "default: JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set")
+    archive.add_argument("--workers", type=int, help="processes decoding images (default: the CPU quota; 0: none)")
+    archive.add_argument("--part-size", type=int, default=batch.PART_SIZE, dest="part_size",
+                         help=f"images per Parquet part (default {batch.PART_SIZE})")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k {args.top_k}: must be ≥ 1")
+    if args.out is None and (args.shard or args.workers is not None):
+        raise UsageError("--shard and --workers write Parquet parts: add --out DIR")
     model = load_model(args.model, precision=args.precision)
+    if args.out is not None:
+        return _to_folder(model, args)
     rows = predict_all(model, args.paths, args.top_k, args.tta)
     print_predictions(rows, args.format)
     if args.kaggle_csv:
@@ -44,6 +57,35 @@ def run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"seedlings predict: {r['file']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _to_folder(model: Model, args: argparse.Namespace) -> int:
+    job = batch.BatchJob(args.paths, Path(args.out), batch.parse_shard(args.shard), args.top_k, args.tta,
+                         args.workers, args.part_size, progress=sys.stderr.isatty())
+    manifest = batch.run(model, job)
+    skipped = sum(p["skipped"] for p in manifest["parts"])
+    print(f"{manifest['rows']} predictions and {manifest['errors']} unreadable files in {len(manifest['parts'])} "
+          f"part(s) of shard {manifest['shard']} in {args.out}" + (f" ({skipped} part(s) already done)" if skipped
+                                                                   else ""), file=sys.stderr)
+    if args.kaggle_csv or args.format != "table":
+        rows, errors = batch.read_results(args.out)
+        finish_rows(result_rows(rows, errors), args)
+    return 0
+
+
+def result_rows(rows: list[dict], errors: list[dict]) -> list[dict]:
+    """Parquet rows (and error rows) in the shape the table, JSON and CSV printers take."""
+    out = [{"file": r["file"], "species": r["species"], "confidence": r["confidence"], "unknown": r["unknown"],
+            "top_k": [{"species": s, "probability": p} for s, p in zip(r["top_k_species"], r["top_k_probability"])]}
+           for r in rows]
+    out += [{"file": e["file"], "error": e["error"]} for e in errors]
+    return sorted(out, key=lambda r: r["file"])
+
+
+def finish_rows(rows: list[dict], args: argparse.Namespace) -> None:
+    print_predictions(rows, args.format)
+    if args.kaggle_csv:
+        write_kaggle(rows, Path(args.kaggle_csv))
 
 
 class _Rows:
@@ -66,8 +108,9 @@ class _Rows:
     def flush(self) -> None:
         if not self.pending:
             return
-        probs = self.model.probabilities(np.stack([arr for _, arr in self.pending]), tta=self.tta)
-        for (slot, _), pred in zip(self.pending, self.model.to_predictions(probs, self.top_k)):
+        probs, distance = self.model.assess(np.stack([arr for _, arr in self.pending]), tta=self.tta)
+        preds = self.model.to_predictions(probs, self.top_k, distance=distance)  # both unknown signals
+        for (slot, _), pred in zip(self.pending, preds):
             pred.file = self.rows[slot]["file"]
             self.rows[slot] = pred.to_dict()
         self.pending.clear()

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from seedlings.artifact import NOVELTY, SPLIT, VAL_PREDICTIONS, WEIGHTS
-from seedlings.config import TrainConfig, given_settings, resolve
+from seedlings.config import TrainConfig, resolve
 from seedlings.data import PreparedData, Split, Subset, fold_split, prepare, stratified_split
 from seedlings.data.torchdata import CachedImages, to_model_input
 from seedlings.errors import SeedlingsError
@@ -55,10 +57,16 @@ def train(config: TrainConfig | dict | None = None, resume: bool = False, progre
           **overrides) -> Path:
     """Train a model; returns the run folder. Works alone or under torchrun.
 
-    Settings resolve as on the command line (``config.resolve``): defaults, then the fine-tuning recipe
-    when the run starts from learned weights, then ``config`` (a dict, or a TrainConfig whose fields that
-    differ from the defaults count as given), then ``overrides``."""
-    cfg = resolve(None, {**given_settings(config), **overrides})
+    Settings given as a dict or as keyword arguments resolve as on the command line (``config.resolve``):
+    defaults, then the fine-tuning recipe when the run starts from learned weights, then the settings given.
+    A TrainConfig is a complete, resolved set of settings (``config.resolve`` makes one): it is taken as it
+    is, with ``overrides`` on top."""
+    if isinstance(config, TrainConfig):
+        merged = {**config.to_dict(), **overrides}
+        merged["augment"] = {**config.to_dict()["augment"], **(overrides.get("augment") or {})}
+        cfg = TrainConfig.from_dict(merged).validate()
+    else:
+        cfg = resolve(None, {**(config or {}), **overrides})
     if cfg.folds and cfg.fold is None:  # every fold in turn (each one a run of _train_one), then oof.csv
         return train_folds(cfg, _train_one, resume=resume, progress=progress)
     return _train_one(cfg, resume, progress)
@@ -108,6 +116,9 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     else:
         split = read_or_make_split(cfg, data, resuming=saved is not None)
         train_set, val_set = split_subsets(cfg, data, split)
+    # Few photos: a recipe counted in epochs would take a handful of steps; --min-steps scales the batch and
+    # the epochs to the data set (the fine-tuning recipe asks for 200 steps), and says so.
+    cfg = fit_to_data(cfg, len(train_set.rows), env)
 
     # Model: from ImageNet, --weights, --init or scratch; on the device (channels-last is faster for
     # convolutions) before the EMA copies it and the optimizer takes its parameters.
@@ -195,6 +206,21 @@ def read_or_make_split(cfg: TrainConfig, data: PreparedData, resuming: bool) -> 
     if cfg.folds:
         return fold_split(data.files, data.labels.tolist(), cfg.folds, cfg.fold, split_seed)
     return stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
+
+
+def fit_to_data(cfg: TrainConfig, n_train: int, env: D.DistEnv) -> TrainConfig:
+    """At least ``cfg.min_steps`` optimizer steps: on a small set, a smaller batch (about 12 steps an epoch,
+    never under 8 images) and more epochs. Large sets are left as they are (3,424 photos at batch 48 take
+    710 steps in 10 epochs). The run's config.yaml records the values used."""
+    if not cfg.min_steps or n_train == 0:
+        return cfg
+    batch = max(min(cfg.batch_size, n_train // 12), min(8, cfg.batch_size), env.world_size)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / max(1, n_train // batch)))
+    if (batch, epochs) == (cfg.batch_size, cfg.epochs):
+        return cfg
+    D.log(env, f"{n_train} training images: batch {batch} and {epochs} epochs (at least {cfg.min_steps} steps, "
+               f"--min-steps; the recipe's batch {cfg.batch_size}, {cfg.epochs} epochs)")
+    return dataclasses.replace(cfg, batch_size=batch, epochs=epochs)
 
 
 def split_subsets(cfg: TrainConfig, data: PreparedData, split: Split) -> tuple[Subset, Subset]:
