@@ -116,8 +116,8 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     else:
         split = read_or_make_split(cfg, data, resuming=saved is not None)
         train_set, val_set = split_subsets(cfg, data, split)
-    # Few photos: a recipe counted in epochs would take a handful of steps; --min-steps scales the batch and
-    # the epochs to the data set (the fine-tuning recipe asks for 200 steps), and says so.
+    # Few photos: a recipe counted in epochs takes a handful of steps; --min-steps scales the batch and the
+    # epochs to the data set, and says so (off by default: at 16 photos a species it did not measure better).
     cfg = fit_to_data(cfg, len(train_set.rows), env)
 
     # Model: from ImageNet, --weights, --init or scratch; on the device (channels-last is faster for
