@@ -67,6 +67,14 @@ def test_flags_reach_the_config_and_help_shows_the_real_defaults():
     assert helps["grad_clip"].endswith(f"(default: {TrainConfig.grad_clip})")
 
 
+def test_serve_help_shows_the_real_defaults():
+    from seedlings.serving.settings import Settings
+
+    helps = {a.dest: a.help for a in subparser("serve")._actions}
+    assert helps["max_body_bytes"].endswith(f"(default: {Settings.model_fields['max_body_bytes'].default:,})")
+    assert helps["workers"].endswith("(default: 1)") and helps["tta"].endswith("(default: off)")
+
+
 def test_the_coverage_check_fails_on_a_setting_without_a_flag(monkeypatch):
     @dataclasses.dataclass
     class Wider(TrainConfig):

@@ -47,6 +47,17 @@ def png_bytes(img: Image.Image | None = None, fmt: str = "PNG", **save) -> bytes
     return buf.getvalue()
 
 
+def read_until_closed(sock) -> bytes:
+    """Everything the server sends until it closes; a socket timeout (the server kept it open) fails the test."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
 def wait_for_queue_depth(url: str, depth: int, timeout: float = 60) -> None:
     """Block until the server's batching queue holds ``depth`` images (sleeps would race on busy machines)."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from tests.serving.conftest import png_bytes
+from tests.serving.conftest import png_bytes, read_until_closed
 
 BOUND_S = 20  # far beyond the 1 s timeouts below; the old server held these connections forever
 
@@ -27,17 +27,6 @@ def strict(start_server):
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND_S)
     return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes; a socket timeout (the server kept it open) fails the test."""
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    return answer
 
 
 def test_idle_connection_is_closed(strict):

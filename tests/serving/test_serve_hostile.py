@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tests.serving.conftest import png_bytes
+from tests.serving.conftest import png_bytes, read_until_closed
 
 from seedlings.api import load_model
 
@@ -65,13 +65,7 @@ def raw(port: int, data: bytes) -> bytes:
     """Send ``data`` on one connection and read everything until the server closes it."""
     with socket.create_connection(("127.0.0.1", port), timeout=BOUND_S) as sock:
         sock.sendall(data)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return answer
+        return read_until_closed(sock)
 
 
 def image_bytes(fmt: str, size=(40, 48), mode: str = "RGB", seed: int = 0) -> bytes:

@@ -29,40 +29,40 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "(e.g. SEEDLINGS_PORT); flags win. SEEDLINGS_API_TOKEN sets a bearer "
                                    "token for prediction endpoints (not a flag: flags show in `ps`).")
     p.add_argument("--model", dest="model_dir", help="exported model folder (default: the packaged model)")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
-    p.add_argument("--port", type=int, help="default 8000")
-    p.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
+    p.add_argument("--host", help="address to listen on (0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, help="TCP port")
+    p.add_argument("--workers", type=int, help="server processes, each with its own model")
     p.add_argument("--precision", choices=["fp32", "int8"], help="int8 needs `export --precision int8`")
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation by default")
-    p.add_argument("--top-k", type=int, dest="top_k", help="default species per photo (5)")
+    p.add_argument("--top-k", type=int, dest="top_k", help="species per photo when the request does not say")
     p.add_argument("--no-batching", action="store_false", dest="batching", default=None,
                    help="run each image on its own (for comparison)")
-    p.add_argument("--max-batch", type=int, dest="max_batch", help="images per model run (16)")
+    p.add_argument("--max-batch", type=int, dest="max_batch", help="images per model run")
     p.add_argument("--max-wait-ms", type=float, dest="max_wait_ms",
-                   help="longest wait for a batch to fill, from its first image (2)")
+                   help="longest wait for a batch to fill, from its first image, ms")
     p.add_argument("--no-idle-dispatch", action="store_false", dest="idle_dispatch", default=None,
                    help="make a request that finds the model idle wait --max-wait-ms for company too "
                         "(by default it runs at once; the wait applies to images queued behind a busy model)")
-    p.add_argument("--queue-size", type=int, dest="queue_size", help="waiting images before 503 (256)")
-    p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit (10 MB)")
+    p.add_argument("--queue-size", type=int, dest="queue_size", help="queue places before 503 (a TTA image takes 8)")
+    p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes", help="request body limit, bytes")
     p.add_argument("--max-body-bytes-in-flight", type=int, dest="max_body_bytes_in_flight",
-                   help="request bodies held per worker, all requests together (64 MiB); beyond it 503 + "
+                   help="request bodies held per worker, all requests together, bytes; beyond it 503 + "
                         "Retry-After before the body is read")
-    p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image (50,000,000)")
-    p.add_argument("--max-files", type=int, dest="max_files", help="photos per request (32)")
+    p.add_argument("--max-pixels", type=int, dest="max_pixels", help="pixels per image")
+    p.add_argument("--max-files", type=int, dest="max_files", help="photos per request")
     p.add_argument("--max-request-pixels", type=int, dest="max_request_pixels",
-                   help="decoded pixels per request, all photos together (64,000,000); beyond it 413")
+                   help="decoded pixels per request, all photos together; beyond it 413")
     p.add_argument("--max-decode-pixels", type=int, dest="max_decode_pixels",
-                   help="decoded pixels in flight per worker (64,000,000); beyond it 503 + Retry-After")
+                   help="decoded pixels in flight per worker; beyond it 503 + Retry-After")
     p.add_argument("--cors-origins", dest="cors_origins", help="comma-separated origins, or '*'")
     p.add_argument("--request-timeout", type=float, dest="request_timeout_s",
-                   help="longest wait for the model, seconds (30); then 503")
+                   help="longest wait for the model, seconds; then 503")
     p.add_argument("--upload-timeout", type=float, dest="upload_timeout_s",
-                   help="longest time for a request body to arrive, seconds (60); then 408")
+                   help="longest time for a request body to arrive, seconds; then 408")
     p.add_argument("--header-timeout", type=float, dest="header_timeout_s",
-                   help="longest time for a request's headers to arrive, seconds (10); then the connection closes")
+                   help="longest time for a request's headers to arrive, seconds; then the connection closes")
     p.add_argument("--keepalive-timeout", type=float, dest="keepalive_timeout_s",
-                   help="an idle keep-alive connection closes after this many seconds (5)")
+                   help="an idle keep-alive connection closes after this many seconds")
     p.add_argument("--metrics-port", type=int, dest="metrics_port",
                    help="serve /metrics on this port only, not on --port (keep it off the Ingress)")
     p.add_argument("--json-logs", action="store_true", default=None, dest="json_logs")
@@ -70,7 +70,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
     p.add_argument("--decode-threads", type=int, dest="decode_threads",
                    help="threads decoding uploads per worker (default: CPUs / workers)")
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Each setting's help ends with its real default, read from Settings: it cannot drift from the code."""
+    try:
+        from seedlings.serving.settings import Settings
+    except ImportError:  # the serve extra is missing: `serve` will say so when it runs
+        return
+    for action in p._actions:
+        field = Settings.model_fields.get(action.dest)
+        if field is None or not action.help or field.default is None or "default:" in action.help:
+            continue
+        value = field.default
+        if isinstance(value, bool):
+            shown = "on" if value else "off"
+        elif value == "":
+            shown = "none"
+        else:  # counts of pixels and bytes with thousands separators; ports and small numbers as they are
+            shown = f"{value:,}" if isinstance(value, int) and value >= 100_000 else str(value)
+        action.help += f" (default: {shown})"
 
 
 def build_settings(args):
