@@ -33,10 +33,10 @@ def test_ensemble_predicts_the_mean_of_its_members(trained_run, second_run, ense
 
     meta = json.loads((ensemble_dir / "model.json").read_text())
     x = normalize(images, PreprocessSpec.from_dict(meta["preprocess"]))
-    member_probs = np.mean([softmax(m.run.scores(x)[0].astype(np.float64)) for m in members], axis=0)
-    ens_probs = softmax(ens.run.scores(x)[0].astype(np.float64))
+    member_probs = np.mean([softmax(m.backend.scores(x)[0].astype(np.float64)) for m in members], axis=0)
+    ens_probs = softmax(ens.backend.scores(x)[0].astype(np.float64))
     assert np.abs(member_probs - ens_probs).max() < 1e-5
-    assert not np.allclose(member_probs, softmax(members[0].run.scores(x)[0].astype(np.float64)), atol=1e-3)
+    assert not np.allclose(member_probs, softmax(members[0].backend.scores(x)[0].astype(np.float64)), atol=1e-3)
 
 
 def test_ensemble_model_json_describes_members_scores_and_unknown(ensemble_dir, trained_run, second_run):
