@@ -10,6 +10,7 @@ Writes figures.json, confusion_matrix.png and reliability.png into --out and pri
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from seedlings.evaluation.plots import plot_confusion, plot_reliability
 from seedlings.evaluation.report import evaluate, public
 from seedlings.fileio import atomic_write_json
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "plant-seedlings" / "train"
 
 
 def latency_ms(model, image: np.ndarray, n: int = 200) -> float:
@@ -61,11 +63,17 @@ def main() -> None:
     out["latency_ms_fp32"] = latency_ms(model, _one_image(model, args.data))
     out["files_bytes"] = {k: v.bytes for k, v in model.file.files.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "figures.json", out)
+    atomic_write_json(args.out / "figures.json", portable(out))
     plot_confusion(plain["confusion_matrix"], plain["classes"], args.out / "confusion_matrix.png",
                    "validation confusion matrix")
     plot_reliability(plain["_probs"], plain["_labels"], args.out / "reliability.png")
     _print(out)
+
+
+def portable(figures: dict) -> dict:
+    """The figures with this machine's paths made relative to the repository (``../shared/…`` for the data)."""
+    text = json.dumps(figures).replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+    return json.loads(text)
 
 
 def _val_images(model, data_dir, report) -> np.ndarray:
