@@ -206,7 +206,7 @@ def _part(model, job: BatchJob, decoder: Decoder, k: int, items, pa, pq, advance
         _write(pq, table, job.out / errors, {})
     elif (job.out / errors).exists():
         (job.out / errors).unlink()
-    _write(pq, _table(pa, rows, model), job.out / part, meta)
+    _write(pq, _table(pa, rows, model, job.top_k), job.out / part, meta)
     return {"part": part, "rows": len(rows["file"]), "errors": len(failed), "skipped": False}
 
 
@@ -236,18 +236,17 @@ def _predict(model, job: BatchJob, decoder: Decoder, items, advance) -> tuple[di
         if len(images) == BATCH:
             flush()
     flush()
-    rows["top_k"] = job.top_k
     return rows, failed
 
 
-def _table(pa, rows: dict, model):
+def _table(pa, rows: dict, model, top_k: int):
     classes = np.asarray(model.classes)
     if rows["probs"]:
         probs = np.concatenate(rows["probs"])
         distance = None if rows["distance"][0] is None else np.concatenate(rows["distance"])
     else:
         probs, distance = np.zeros((0, len(classes))), None
-    k = max(1, min(rows["top_k"], len(classes)))
+    k = max(1, min(top_k, len(classes)))
     order = np.argsort(-probs, axis=1)[:, :k]
     top_p = np.take_along_axis(probs, order, axis=1)
     return pa.table({
