@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed-all: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,serve,batch,dev]'
+	$(PIP) install -q -e '.[train,serve,batch,feedback,dev]'
 	touch $@
 
 venv: $(VENV)/.installed-all

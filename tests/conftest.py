@@ -50,3 +50,22 @@ def second_run(trained_run, tmp_path_factory) -> Path:
     meta = json.loads((trained_run / "model.json").read_text())
     return train(data=meta["training"]["data"], out=str(tmp_path_factory.mktemp("member") / "run"), epochs=2,
                  image_size=32, batch_size=16, threads=1, seed=7, split_seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py): skipped without one, failed in CI."""
+    from tests.postgres import PostgresServer, require_postgres
+
+    server = PostgresServer(require_postgres())
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """An empty feedback database's URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -21,6 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[dict[str, tuple[str, ...]]] = [  # top first; per layer its groups, each a list of module prefixes
     {"cli": ("seedlings.cli", "seedlings.__main__", "seedlings.api")},
     {"serving": ("seedlings.serving",), "runs": ("seedlings.runs",), "batch": ("seedlings.batch",)},
+    {"feedback": ("seedlings.feedback",)},  # the corrections store: the service and the CLI use it
     {"training": ("seedlings.training",), "export": ("seedlings.export",)},
     {"evaluation": ("seedlings.evaluation",)},
     {"config": ("seedlings.config",)},

@@ -40,6 +40,7 @@ EXTRA_MODULES = {
     "serve": ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "python_multipart", "multipart",
               "prometheus_client", "pyspng"),
     "batch": ("pyarrow",),
+    "feedback": ("sqlalchemy", "alembic", "psycopg"),
 }
 
 

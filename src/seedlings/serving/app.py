@@ -25,6 +25,8 @@ from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.offload import Offload
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.protocol import report_refusals_to
+from seedlings.serving.routes_feedback import router as feedback_router
+from seedlings.serving.routes_feedback import start_feedback
 from seedlings.serving.routes_v1 import PredictFastPath
 from seedlings.serving.routes_v1 import router as v1_router
 from seedlings.serving.routes_v2 import router as v2_router
@@ -59,6 +61,7 @@ async def lifespan(app: FastAPI):
     from starlette.concurrency import run_in_threadpool
 
     predictor = await run_in_threadpool(Predictor.load, settings, app.state.metrics)
+    app.state.feedback = await run_in_threadpool(start_feedback, settings)
     # A photo's way, one direction: Decoder (uploads → inputs, in the offload pool) → Predictor (batches,
     # the model) → the route encodes the answer.
     offload = Offload(settings.decoding_threads())
@@ -74,6 +77,8 @@ async def lifespan(app: FastAPI):
         log.info("shutting down: finishing queued requests")
         await predictor.stop(drain_timeout=settings.request_timeout_s)
         offload.shutdown()
+        if app.state.feedback is not None:
+            app.state.feedback.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,8 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     report_refusals_to(app.state.metrics.observe_refused)
     app.state.predictor = None
+    app.state.feedback = None
     install_error_handlers(app)
     app.include_router(v1_router)
+    app.include_router(feedback_router)
     app.include_router(v2_router)
     _add_operational_routes(app)
     _add_page(app)

@@ -19,7 +19,8 @@ FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_
                "max_wait_ms", "idle_dispatch", "queue_size", "max_body_bytes", "max_pixels", "max_files",
                "cors_origins", "request_timeout_s", "upload_timeout_s", "json_logs", "log_level", "threads",
                "decode_threads", "max_request_pixels", "max_decode_pixels", "header_timeout_s",
-               "keepalive_timeout_s", "metrics_port", "max_body_bytes_in_flight")
+               "keepalive_timeout_s", "metrics_port", "max_body_bytes_in_flight", "feedback_db",
+               "feedback_per_minute", "feedback_client")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -65,6 +66,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="an idle keep-alive connection closes after this many seconds")
     p.add_argument("--metrics-port", type=int, dest="metrics_port",
                    help="serve /metrics on this port only, not on --port (keep it off the Ingress)")
+    p.add_argument("--feedback-db", dest="feedback_db",
+                   help="store corrections sent to POST /v1/feedback in this database: sqlite:///path/feedback.db "
+                        "or postgresql+psycopg://… (put a password in SEEDLINGS_FEEDBACK_DB, not a flag)")
+    p.add_argument("--feedback-per-minute", type=int, dest="feedback_per_minute",
+                   help="feedback requests per client and minute, per worker; beyond it 429")
+    p.add_argument("--feedback-client", dest="feedback_client", choices=["hash", "address", "none"],
+                   help="what is stored of a feedback client's address")
     p.add_argument("--json-logs", action="store_true", default=None, dest="json_logs")
     p.add_argument("--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: CPUs / workers)")
@@ -123,6 +131,21 @@ def check_model(settings) -> str:
     return str(model_dir.resolve())
 
 
+def check_feedback(settings) -> None:
+    """With --feedback-db: set up a new database, refuse a schema this version does not write (with the
+    command to run) before any process starts. An unreachable database is not fatal: feedback answers 503."""
+    if settings.feedback_url is None:
+        return
+    try:
+        from seedlings.feedback.store import FeedbackUnavailable, Store
+    except ModuleNotFoundError as exc:
+        raise missing_extra("feedback", exc.name or "sqlalchemy") from exc
+    try:
+        Store(settings.feedback_url).close()
+    except FeedbackUnavailable as exc:
+        print(f"seedlings serve: warning: {exc}; POST /v1/feedback answers 503 until it is reachable")
+
+
 def cmd_serve(args) -> int:
     settings = build_settings(args)
     try:
@@ -133,6 +156,7 @@ def cmd_serve(args) -> int:
     metrics_dir = _multiprocess_metrics(settings.workers, settings.metrics_port is not None)
     try:
         settings = settings.model_copy(update={"model_dir": check_model(settings)})
+        check_feedback(settings)
         os.environ.update(settings.to_env())  # workers rebuild the same settings from these
         if settings.metrics_port is not None:
             _serve_metrics(settings.host, settings.metrics_port)

@@ -220,5 +220,6 @@ async def model_card(request: Request, predictor: Predictor = Depends(ready_pred
                     "max_batch": predictor.max_batch, "max_wait_ms": predictor.max_wait * 1000,
                     "max_body_bytes": settings.max_body_bytes, "max_files": settings.max_files,
                     "max_pixels": settings.max_pixels, "max_request_pixels": settings.max_request_pixels,
-                    "token_required": settings.token is not None},
+                    "token_required": settings.token is not None,
+                    "feedback": request.app.state.feedback is not None},
     }

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="longest wait for the model, per request")
     upload_timeout_s: float = Field(60.0, gt=0, description="longest time for a request body to arrive "
                                                             "(a stalled upload gets 408)")
+    feedback_db: SecretStr | None = Field(None, description="database for corrections sent to /v1/feedback "
+                                                             "(sqlite:///path or postgresql+psycopg://…); "
+                                                             "unset: feedback is off and no photo is kept")
+    feedback_per_minute: int = Field(30, ge=1, description="feedback requests per client and minute, per worker "
+                                                           "(beyond it 429 + Retry-After)")
+    feedback_client: Literal["hash", "address", "none"] = Field(
+        "hash", description="what is stored of a feedback client's address: a keyed hash, the address, nothing")
     json_logs: bool = False
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per worker; "
@@ -70,7 +77,8 @@ class Settings(BaseSettings):
     decode_threads: int | None = Field(None, ge=0, description="threads decoding uploads per worker; "
                                                                "default: CPUs divided by workers")
 
-    @field_validator("model_dir", "api_token", "threads", "decode_threads", "metrics_port", mode="before")
+    @field_validator("model_dir", "api_token", "feedback_db", "threads", "decode_threads", "metrics_port",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         """``SEEDLINGS_API_TOKEN=`` in a ConfigMap means "no token", not "the empty token"."""
@@ -79,6 +87,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def feedback_url(self) -> str | None:
+        return self.feedback_db.get_secret_value() if self.feedback_db else None
 
     @property
     def token(self) -> str | None:
