@@ -32,7 +32,7 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    data: str = ""
+    data: str | list[str] = ""  # a folder, or several joined into one data set (data/sources.py)
     out: str = ""
     model: str = DEFAULT_BACKBONE
     pretrained: bool = False
@@ -75,8 +75,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """A checked copy with the backbone's canonical name (``--init``'s when given); raises UsageError with
         the flag and the rule for anything unusable. The object itself is left as it is."""
-        if not self.data:
-            raise UsageError("--data is required: the folder with one sub-folder per species")
+        data = self._checked_data()
         if not self.out:
             raise UsageError("--out is required: the run folder to write")
         for name, choices in self.CHOICES.items():
@@ -108,7 +107,24 @@ class TrainConfig:
             raise UsageError(f"--image-size {self.image_size}: {backbone.name} folds {backbone.space_to_depth}×"
                              f"{backbone.space_to_depth} pixel blocks into channels, so the size must be a "
                              f"multiple of {backbone.space_to_depth}")
-        return dataclasses.replace(self, model=backbone.name)  # a checked copy: this object is not changed
+        return dataclasses.replace(self, model=backbone.name, data=data)  # a checked copy: this one is unchanged
+
+    def data_folders(self) -> list[str]:
+        """--data as a list: one folder, or the several joined into this run's data set."""
+        return [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+
+    def _checked_data(self) -> str | list[str]:
+        """--data as config.yaml records it: one folder as a string (as before several were possible), several
+        as a list, each given once."""
+        if not self.data or not isinstance(self.data, (str, Path, list, tuple)):
+            raise UsageError("--data is required: the folder with one sub-folder per species (repeat --data, or "
+                             "give a YAML list, to train on several)")
+        folders = self.data_folders()
+        for i, folder in enumerate(folders):
+            if not folder or folder in folders[:i]:
+                raise UsageError(f"--data {folder!r}: " + ("given twice; name each folder once" if folder else
+                                                           "empty; name a folder with one sub-folder per species"))
+        return folders[0] if len(folders) == 1 else folders
 
     def _check_folds(self) -> None:
         if self.folds == 0 and self.fold is None:

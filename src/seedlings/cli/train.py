@@ -13,7 +13,9 @@ NOT_SETTINGS = ("command", "config", "resume")  # the parser's other destination
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a classifier on a labelled folder (also under torchrun)")
-    p.add_argument("--data", help="folder with one sub-folder of images per species")
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="folder with one sub-folder of images per species; repeat it to train on several as one "
+                        "(classes joined; a photo also in a later folder is kept once, as the later folder's)")
     p.add_argument("--out", help="run folder to write (weights, model.json, metrics, plots)")
     p.add_argument("--config", help="YAML file of settings; flags given here override it")
     p.add_argument("--model", help="backbone (see `seedlings models`)")

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,9 @@ class PreparedData:
     sizes: list[tuple[int, int]]
     bad: list[dict]
     rebuilt: bool = False
+    sha1: list[str] = field(default_factory=list)  # of each file's bytes: duplicates across --data folders
+    sources: list[dict] | None = None  # several --data folders joined (data/sources.py): each one's name and prefix
+    duplicates: list[dict] = field(default_factory=list)  # photos of an earlier folder dropped for a later copy
 
     @property
     def image_size(self) -> int:
@@ -120,12 +123,13 @@ def scan(index: DatasetIndex, image_size: int | None, interpolation: str = "bili
 
 def prepare(root: str | Path, image_size: int | PreprocessSpec, interpolation: str = "bilinear",
             cache_root: str | Path | None = None, bad_images: str = "skip", progress: bool = True,
-            force: bool = False) -> PreparedData:
+            force: bool = False, min_classes: int = 2) -> PreparedData:
     """Return the prepared cache of ``root`` at ``image_size``, building it if absent or stale.
 
     ``image_size`` is a model's PreprocessSpec (its size and interpolation; a run's config builds it, a
     model's model.json holds it) or a size in pixels with ``interpolation`` (`data prepare --image-size`,
-    whose default is config.TrainConfig.image_size): a cache at another size is another cache."""
+    whose default is config.TrainConfig.image_size): a cache at another size is another cache.
+    ``min_classes`` 1: a folder joined with others (data/sources.py) may hold a single species."""
     if isinstance(image_size, PreprocessSpec):
         image_size, interpolation = image_size.image_size, image_size.interpolation
     if bad_images not in BAD_IMAGE_POLICIES:
@@ -133,7 +137,7 @@ def prepare(root: str | Path, image_size: int | PreprocessSpec, interpolation: s
     if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:
         raise UsageError(f"--image-size {image_size}: choose a size between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]} "
                          "pixels")
-    index = index_folder(root)
+    index = index_folder(root, min_classes)
     cache_dir = cache_dir_for(index.root, image_size, interpolation, Path(cache_root) if cache_root else None)
     stats = index.stats()
     if not force:
@@ -250,8 +254,8 @@ def _load_if_fresh(cache_dir: Path, index, stats, image_size, interpolation) -> 
         images = np.load(cache_dir / "images.npy", mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if images.shape != (len(m["files"]), image_size, image_size, 3):
+    if images.shape != (len(m["files"]), image_size, image_size, 3) or len(m.get("sha1") or ()) != len(m["files"]):
         return None
     return PreparedData(root=index.root, cache_dir=cache_dir, classes=m["classes"], files=m["files"],
                         labels=np.asarray(m["labels"], dtype=np.int64), images=images,
-                        sizes=[tuple(s) for s in m["sizes"]], bad=m["bad"])
+                        sizes=[tuple(s) for s in m["sizes"]], bad=m["bad"], sha1=list(m["sha1"]))

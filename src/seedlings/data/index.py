@@ -45,8 +45,10 @@ def index_folder(root: str | Path, min_classes: int = 2) -> DatasetIndex:
         raise SeedlingsError(f"{root}: is a file; pass the folder that holds one sub-folder per species")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
+        loose = sum(1 for p in root.iterdir() if p.is_file() and is_image_name(p.name))
+        found = f"{loose} image(s) directly in it but no" if loose else "no"
         raise SeedlingsError(
-            f"{root}: has no class folders; expected ROOT/<Species name>/<image> "
+            f"{root}: has {found} class folders; expected ROOT/<Species name>/<image> "
             "(e.g. ROOT/Charlock/1.png), one sub-folder per species")
     classes = [d.name for d in class_dirs]
     files, labels, ignored = [], [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,33 @@ class Split:
     val_fraction: float
     folds: int | None = None  # K-fold: this split validates on fold ``fold`` of ``folds``
     fold: int | None = None
+    sources: list[dict] | None = None  # several --data folders (data/sources.py): each one's name and prefix
 
     def to_dict(self) -> dict:
         kfold = {"folds": self.folds, "fold": self.fold} if self.folds else {}
-        return {"seed": self.seed, "val_fraction": self.val_fraction, **kfold,
+        sources = {"sources": self.sources} if self.sources else {}
+        return {"seed": self.seed, "val_fraction": self.val_fraction, **kfold, **sources,
                 "n_train": len(self.train), "n_val": len(self.val), "train": self.train, "val": self.val}
+
+    def of_folder(self, root: str | Path, position: int | None = None) -> Split | None:
+        """This split's share of the data folder ``root``, its files named relative to ``root``: the whole
+        split of a single-folder run; of a run on several --data folders, the files of the folder at
+        ``position`` of the list when known, else of the one folder named like ``root`` (None when none or
+        several are: the Kaggle set and a feedback export may both be called ``train``)."""
+        if not self.sources:
+            return self
+        name = Path(root).resolve().name
+        found = ([s for s in self.sources if s["folder"] == name] if position is None
+                 else self.sources[position:position + 1])
+        if len(found) != 1:
+            return None
+        own = found[0]["prefix"]
+        others = tuple(s["prefix"] for s in self.sources if s["prefix"] and s["prefix"] != own)
+
+        def local(files: list[str]) -> list[str]:
+            return [f[len(own):] for f in files if f.startswith(own) and not (others and f.startswith(others))]
+
+        return dataclasses.replace(self, train=local(self.train), val=local(self.val), sources=None)
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -43,7 +66,8 @@ class Split:
         d = read_json(path, "split file")
         try:
             return cls(train=list(d["train"]), val=list(d["val"]), seed=int(d["seed"]),
-                       val_fraction=float(d["val_fraction"]), folds=d.get("folds"), fold=d.get("fold"))
+                       val_fraction=float(d["val_fraction"]), folds=d.get("folds"), fold=d.get("fold"),
+                       sources=d.get("sources"))
         except (KeyError, TypeError, ValueError) as exc:
             raise SeedlingsError(f"{path}: split file lacks {exc}; delete it to re-split") from exc
 

@@ -22,9 +22,11 @@ def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
     """A model evaluated on the data it was trained on scores its validation split only, unless asked.
 
     "The data it was trained on" is recognised by content, not by path, so a copied or remounted
-    dataset is still recognised: every file of the run's split is present under the same name.
+    dataset is still recognised: every file of the run's split is present under the same name. A run
+    on several --data folders is scored on the share of its split that came from the folder of this name.
     """
-    split = _find_split(model)
+    found = _find_split(model)
+    split = found.of_folder(data.root, _position(model, Path(data.root))) if found is not None else None
     present = set(data.files)
     same_data = split is not None and set(split.train) | set(split.val) <= present | _bad(data)
     if same_data and not all_images:
@@ -42,14 +44,20 @@ def _bad(data) -> set[str]:
 
 
 def _trained_on(model, root: Path) -> bool:
-    """Whether the model's training data folder is ``root``: by path in a run folder, by name in an
-    exported model (which records no absolute path)."""
+    """Whether ``root`` is (one of) the model's training data folder(s): by path in a run folder, by name in
+    an exported model (which records no absolute path)."""
+    trained_on = model.file.training.get("data") or []
+    return any(Path(t).resolve() == root.resolve() if Path(t).is_absolute() else Path(t).name == root.resolve().name
+               for t in ([trained_on] if isinstance(trained_on, str) else trained_on))
+
+
+def _position(model, root: Path) -> int | None:
+    """Which of a run's several --data folders ``root`` is, by path (None when not exactly one)."""
     trained_on = model.file.training.get("data")
-    if not trained_on:
-        return False
-    if Path(trained_on).is_absolute():
-        return Path(trained_on).resolve() == root.resolve()
-    return Path(trained_on).name == root.resolve().name
+    if not isinstance(trained_on, list):
+        return None
+    found = [k for k, folder in enumerate(trained_on) if Path(folder).resolve() == root.resolve()]
+    return found[0] if len(found) == 1 else None
 
 
 def _find_split(model):

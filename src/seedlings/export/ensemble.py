@@ -21,6 +21,7 @@ from seedlings.export.onnx import (
     Export,
     check_precision,
     data_folder,
+    data_folders,
     finished_run,
     run_config,
     run_data,
@@ -56,7 +57,8 @@ def _validation(run: Path, model_file: ModelFile):
     """What a run was validated on: its --val-data and data folders, or its split; None if unknown."""
     val_data = val_data_of(run, model_file)
     if val_data:
-        return "val_data", str(Path(val_data).resolve()), str(Path(data_folder(run, model_file) or "").resolve())
+        data = [str(Path(d).resolve()) for d in data_folders(run, model_file)]
+        return "val_data", str(Path(val_data).resolve()), data
     if (run / SPLIT).is_file():
         return "split", json.loads((run / SPLIT).read_text())
     return None

@@ -22,7 +22,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from seedlings.artifact import MODEL_JSON, NOVELTY, ONNX_FILES, SPLIT, WEIGHTS, ModelFile, UnknownRule
-from seedlings.data import Split, Subset, prepare
+from seedlings.data import Split, Subset, prepare_folders
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.metrics import softmax
 from seedlings.export.quantize import onnx_probs, quantize_int8
@@ -55,13 +55,13 @@ def export_onnx(model, image_size: int, path: Path, outputs: tuple[str, ...] = (
 def run_data(run: Path, model_file: ModelFile) -> tuple[Subset | None, Subset | None]:
     """The run's (training, validation) images as two ``Subset``s, or (None, None) when its data is not here.
 
-    Validation is the run's split (split.json) of its data folder, or its --val-data folder.
+    Validation is the run's split (split.json) of its data folder(s), or its --val-data folder.
     """
     try:
-        data, labels = _labelled(data_folder(run, model_file), model_file)
+        data, labels = _labelled(data_folders(run, model_file), model_file)
         val_root = val_data_of(run, model_file)
         if val_root:
-            val, val_labels = _labelled(val_root, model_file)
+            val, val_labels = _labelled([val_root], model_file)
             return (Subset(data.images, labels, np.arange(len(data.files))),
                     Subset(val.images, val_labels, np.arange(len(val.files))))
         split = Split.load(run / SPLIT)
@@ -70,26 +70,35 @@ def run_data(run: Path, model_file: ModelFile) -> tuple[Subset | None, Subset | 
         return None, None
 
 
-def _labelled(root: str | None, model_file: ModelFile):
-    """The prepared folder at the model's size, and each cache row's label in the model's class order."""
-    if not root:
+def _labelled(roots: list[str], model_file: ModelFile):
+    """The prepared folder(s) at the model's size (several joined as training joined them), and each cache
+    row's label in the model's class order."""
+    if not roots:
         raise SeedlingsError("the run records no data folder")
     spec = model_file.preprocess
-    data = prepare(root, spec.image_size, spec.interpolation, progress=False)
+    data = prepare_folders(roots, spec.image_size, spec.interpolation, progress=False)
     return data, np.asarray([model_file.classes.index(c) for c in data.classes])[data.labels]
 
 
-def data_folder(run: Path, model_file: ModelFile, key: str = "data") -> str | None:
-    """The run's ``data`` (or ``val_data``) folder: its config.yaml's setting, else model.json's record.
+def data_folders(run: Path, model_file: ModelFile, key: str = "data") -> list[str]:
+    """The run's ``data`` folders (one, or the several it joined) or its ``val_data`` folder ([] when none):
+    its config.yaml's setting, else model.json's record.
 
     A relative path is taken from the current folder, else from the run folder.
     """
-    value = run_config(run).get(key) or model_file.training.get(key)
-    if not value:
-        return None
+    value = run_config(run).get(key) or model_file.training.get(key) or []
+    return [_found(run, str(v)) for v in ([value] if isinstance(value, str) else value)]
+
+
+def _found(run: Path, value: str) -> str:
     if not Path(value).is_absolute() and not Path(value).exists() and (run / value).exists():
         return str(run / value)
-    return str(value)
+    return value
+
+
+def data_folder(run: Path, model_file: ModelFile, key: str = "data") -> str | None:
+    """The run's ``data`` (or ``val_data``) folder as one string, several joined by ", " (for messages)."""
+    return ", ".join(data_folders(run, model_file, key)) or None
 
 
 def val_data_of(run: Path, model_file: ModelFile) -> str | None:

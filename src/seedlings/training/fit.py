@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from seedlings.artifact import NOVELTY, SPLIT, VAL_PREDICTIONS, WEIGHTS
 from seedlings.config import TrainConfig, resolve
-from seedlings.data import PreparedData, Split, Subset, fold_split, prepare, stratified_split
+from seedlings.data import PreparedData, Split, Subset, fold_split, join, prepare, stratified_split
+from seedlings.data.sources import duplicates_note
 from seedlings.data.torchdata import CachedImages, to_model_input
 from seedlings.errors import SeedlingsError
 from seedlings.evaluation.calibrate import calibrate_run
@@ -106,11 +107,12 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
 
     # Prepare: decode and resize every image once into a memory-mapped cache, with the spec model.json
     # will carry (size, interpolation, the backbone's mean and std), so serving sees what training saw.
+    # Several --data folders: a cache each, joined into one data set (data/sources.py).
     spec = cfg.preprocess_spec()
-    data = prepare_data(cfg.data, spec, cfg, env, progress)
+    data = prepare_data(cfg.data_folders(), spec, cfg, env, progress)
 
-    # Split: stratified and seeded. A resumed run reads its own split.json, so no validation image is
-    # ever trained on; --val-data replaces the split with a folder of its own.
+    # Split: stratified and seeded. A resumed run reads its own split.json (and refuses another --data
+    # list), so no validation image is ever trained on; --val-data replaces the split with a folder of its own.
     if cfg.val_data:
         train_set, val_set, split = validation_folder(cfg, spec, env, data)
     else:
@@ -182,18 +184,26 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
 
 # -- prepare and split ----------------------------------------------------------------------------------
 
-def prepare_data(root: str, spec: PreprocessSpec, cfg: TrainConfig, env: D.DistEnv, progress: bool) -> PreparedData:
-    """The prepared cache of ``root``: the first process of each node builds it while the others wait,
-    then they read it."""
+def prepare_data(roots: str | list[str], spec: PreprocessSpec, cfg: TrainConfig, env: D.DistEnv,
+                 progress: bool) -> PreparedData:
+    """The prepared cache of each folder of ``roots``, joined (data/sources.py): the first process of each node
+    builds them while the others wait, then they read them."""
+    roots = [roots] if isinstance(roots, str) else roots
     options = {"cache_root": cfg.cache_dir, "bad_images": cfg.bad_images}
+    if len(roots) > 1:  # a folder joined with others may hold one species (feedback on a single one)
+        options["min_classes"] = 1
     if env.is_local_main:
-        data = prepare(root, spec, **options, progress=progress and env.is_main)
+        parts = [prepare(root, spec, **options, progress=progress and env.is_main) for root in roots]
     D.barrier(env)
     if not env.is_local_main:
-        data = prepare(root, spec, **options, progress=False)
+        parts = [prepare(root, spec, **options, progress=False) for root in roots]
+    data = join(parts)
     if data.bad:
-        D.log(env, f"{root}: skipped {len(data.bad)} unusable image(s) (first: {data.bad[0]['path']}: "
+        D.log(env, f"{', '.join(roots)}: skipped {len(data.bad)} unusable image(s) (first: {data.bad[0]['path']}: "
                    f"{data.bad[0]['reason']}); --bad-images fail stops instead")
+    note = duplicates_note(data)
+    if note:
+        D.log(env, note)
     return data
 
 
@@ -201,11 +211,27 @@ def read_or_make_split(cfg: TrainConfig, data: PreparedData, resuming: bool) -> 
     """The run's own split when it resumes, else a new stratified one (seeded by --split-seed or --seed)."""
     split_path = Path(cfg.out) / SPLIT
     if resuming and split_path.is_file():
-        return Split.load(split_path)
+        split = Split.load(split_path)
+        check_same_folders(split, data, cfg)
+        return split
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     if cfg.folds:
-        return fold_split(data.files, data.labels.tolist(), cfg.folds, cfg.fold, split_seed)
-    return stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
+        split = fold_split(data.files, data.labels.tolist(), cfg.folds, cfg.fold, split_seed)
+    else:
+        split = stratified_split(data.files, data.labels.tolist(), cfg.val_fraction, split_seed)
+    return dataclasses.replace(split, sources=data.sources)  # None for one folder: its split.json as before
+
+
+def check_same_folders(split: Split, data: PreparedData, cfg: TrainConfig) -> None:
+    """A resumed run names its files as its split.json does: the same --data folders, in the same order."""
+    def folders(sources: list[dict] | None) -> list[tuple[str, str]]:
+        return [(s["folder"], s["prefix"]) for s in sources or []]
+
+    if folders(split.sources) != folders(data.sources):
+        was = "--data " + ", ".join(s["folder"] for s in split.sources) if split.sources else "one --data folder"
+        raise SeedlingsError(f"--resume: {cfg.out} was trained on {was}, not on --data "
+                             f"{', '.join(cfg.data_folders())}; resume with the same --data folders in the same "
+                             "order, or start a new run in another --out")
 
 
 def fit_to_data(cfg: TrainConfig, n_train: int, env: D.DistEnv) -> TrainConfig:
@@ -228,8 +254,8 @@ def split_subsets(cfg: TrainConfig, data: PreparedData, split: Split) -> tuple[S
     missing = set(range(len(data.classes))) - set(data.labels[train_rows].tolist())
     if missing:
         names = ", ".join(data.classes[i] for i in sorted(missing))
-        raise SeedlingsError(f"{cfg.data}: class(es) {names} have no training images after the split; "
-                             "add images (at least 2 per class) or lower --val-fraction")
+        raise SeedlingsError(f"{', '.join(cfg.data_folders())}: class(es) {names} have no training images after "
+                             "the split; add images (at least 2 per class) or lower --val-fraction")
     return (Subset(data.images, data.labels, train_rows, data.files),
             Subset(data.images, data.labels, val_rows, data.files))
 
@@ -240,8 +266,8 @@ def validation_folder(cfg: TrainConfig, spec: PreprocessSpec, env: D.DistEnv, da
     extra = [c for c in val.classes if c not in data.classes]
     if extra:
         raise SeedlingsError(f"--val-data {cfg.val_data}: class(es) {', '.join(extra)} are in validation but "
-                             f"not in training ({cfg.data}); the model cannot learn them. Add them to the "
-                             "training folder or remove them from validation")
+                             f"not in training ({', '.join(cfg.data_folders())}); the model cannot learn them. "
+                             "Add them to the training folder or remove them from validation")
     remap = np.asarray([data.classes.index(c) for c in val.classes])
     train_set = Subset(data.images, data.labels, np.arange(len(data.files)), data.files)
     return train_set, Subset(val.images, remap[val.labels], np.arange(len(val.files)), val.files), None

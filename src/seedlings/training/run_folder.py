@@ -117,6 +117,6 @@ def training_record(state: TrainState, wall: float) -> dict:
     cfg, env = state.cfg, state.env
     return {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size,
             "precision": state.precision, "device": env.device, "n_train": len(state.train_set.rows),
-            "n_val": len(state.val_set.rows), "data": str(cfg.data),
+            "n_val": len(state.val_set.rows), "data": cfg.data if isinstance(cfg.data, list) else str(cfg.data),
             **({"val_data": str(cfg.val_data)} if cfg.val_data else {}), "command": " ".join(sys.argv),
             "host_cpus": os.cpu_count()}
