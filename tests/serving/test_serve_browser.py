@@ -144,3 +144,71 @@ def test_phone_screen_has_no_sideways_scrolling(page):
     assert width[0] <= width[1], f"content {width[0]} px wide on a {width[1]} px screen"
     box = page.locator("label[for='file-input']").bounding_box()
     assert box["height"] >= 32 and box["x"] >= 0 and box["x"] + box["width"] <= width[1]  # a thumb-sized target
+
+
+@pytest.fixture(scope="module")
+def feedback_server(start_server, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('page-feedback') / 'feedback.db'}"
+    return start_server("--feedback-db", url), url
+
+
+@pytest.fixture
+def feedback_page(browser, feedback_server):
+    srv, _ = feedback_server
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(srv.url + "/")
+    pg.wait_for_selector("#model-info:has-text('Model ')")
+    yield pg
+    assert not errors, errors
+    context.close()
+
+
+def _identify(page, name: str, photo: bytes):
+    page.set_input_files("#file-input", files=[{"name": name, "mimeType": "image/png", "buffer": photo}])
+    card = page.locator(".card").first
+    card.locator(".bars .row").first.wait_for(timeout=60_000)
+    return card
+
+
+def test_wrong_species_correction_is_stored(feedback_page, feedback_server):
+    """A farmer corrects a prediction on the page: the row is in the database with the photo, the right label
+    and what the model said; the page says the photo is kept."""
+    from seedlings.feedback.store import Store
+
+    _, url = feedback_server
+    assert "kept to improve the model" in feedback_page.locator("#storage-note").inner_text()
+    photo = png_bytes()
+    card = _identify(feedback_page, "field-7.png", photo)
+    predicted = card.locator(".bars .row .name").first.inner_text()
+    card.locator(".feedback summary").click()
+    assert card.locator(".kept").is_visible()
+    options = card.locator(".species-select option").all_inner_texts()
+    assert predicted not in options and len(options) >= 2  # the model's answer is not offered as the correction
+    right = options[0]
+    card.locator(".species-select").select_option(right)
+    card.locator(".feedback-form button[type=submit]").click()
+    thanks = card.locator(".thanks")
+    thanks.wait_for(state="visible", timeout=30_000)
+    assert right in thanks.inner_text() and card.locator(".feedback").count() == 0
+    (vote,) = [v for v in Store(url).votes() if v.label == right and v.predicted == predicted]
+    assert Store(url).image(vote.sha256)[0] == photo
+
+
+def test_new_species_typed_and_a_bad_name_explained(feedback_page, feedback_server):
+    from seedlings.feedback.store import Store
+
+    _, url = feedback_server
+    card = _identify(feedback_page, "odd.png", png_bytes(fmt="PNG", compress_level=1))
+    card.locator(".feedback summary").click()
+    card.locator(".other-name").fill("../etc")  # typing selects "Another species"
+    card.locator(".feedback-form button[type=submit]").click()
+    error = card.locator(".feedback-error")
+    error.wait_for(state="visible", timeout=30_000)
+    assert "not a usable species name" in error.inner_text()
+    card.locator(".other-name").fill("Common Poppy")
+    card.locator(".feedback-form button[type=submit]").click()
+    card.locator(".thanks").wait_for(state="visible", timeout=30_000)
+    assert "other:Common Poppy" in {v.label for v in Store(url).votes()}

@@ -5,7 +5,8 @@
 const MAX_PARALLEL = 4;  // requests in flight at once; the server batches them anyway
 const TOP_K = 5;
 
-const state = { species: {}, tokenRequired: false, queue: [], running: 0 };
+const state = { species: {}, tokenRequired: false, queue: [], running: 0, classes: [], feedback: false,
+                model: null };
 const $ = (id) => document.getElementById(id);
 
 function percent(p) {
@@ -25,6 +26,13 @@ async function loadModelInfo() {
     ]);
     state.species = species;
     state.tokenRequired = Boolean(model.serving && model.serving.token_required);
+    state.feedback = Boolean(model.serving && model.serving.feedback);
+    state.classes = model.classes;
+    state.model = { name: model.name, version: model.version };
+    if (state.feedback) {
+      $("storage-note").textContent = "Photos are sent only to this server. A photo you correct with " +
+        "\u201cWrong species?\u201d is kept to improve the model; other photos are not stored.";
+    }
     $("token-box").hidden = !state.tokenRequired;
     const f1 = model.metrics && typeof model.metrics.f1_micro === "number"
       ? `, validation micro-F1 ${percent(model.metrics.f1_micro)}` : "";
@@ -77,7 +85,7 @@ function renderBars(container, topK) {
   }
 }
 
-function showPrediction(card, prediction) {
+function showPrediction(card, prediction, file, version) {
   const verdict = card.querySelector(".verdict");
   if (prediction.unknown) {
     card.classList.add("unknown");
@@ -88,6 +96,72 @@ function showPrediction(card, prediction) {
     card.querySelector(".description").textContent = describe(prediction.species);
   }
   renderBars(card.querySelector(".bars"), prediction.top_k);
+  if (state.feedback) addFeedback(card, prediction, file, version);
+}
+
+// "Wrong species?": the photo is sent again with the right label (the server keeps nothing per prediction).
+function addFeedback(card, prediction, file, version) {
+  const slot = card.querySelector(".feedback-slot");
+  slot.replaceChildren($("feedback-template").content.cloneNode(true));
+  const form = slot.querySelector(".feedback-form");
+  const select = form.querySelector(".species-select");
+  for (const name of state.classes) {
+    if (name !== prediction.species || prediction.unknown) select.append(new Option(name, name));
+  }
+  const other = form.querySelector(".other-name");
+  const pick = (value) => { form.querySelector(`input[value="${value}"]`).checked = true; };
+  select.addEventListener("change", () => pick("known"));
+  other.addEventListener("input", () => pick("other"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendFeedback(slot, form, file, prediction, version);
+  });
+}
+
+function chosenLabel(form) {
+  const kind = form.querySelector("input[name=kind]:checked").value;
+  if (kind === "known") return form.querySelector(".species-select").value;
+  if (kind === "other") {
+    const name = form.querySelector(".other-name").value.trim();
+    return name ? `other:${name}` : "";
+  }
+  return "not-a-seedling";
+}
+
+async function sendFeedback(slot, form, file, prediction, version) {
+  const error = form.querySelector(".feedback-error");
+  const label = chosenLabel(form);
+  if (!label) {
+    error.textContent = "Type the name of the species, or pick another answer.";
+    error.hidden = false;
+    return;
+  }
+  const body = new FormData();
+  body.append("file", file, file.name || "photo");
+  body.append("species", label);
+  body.append("predicted", prediction.species);
+  body.append("confidence", String(prediction.confidence));
+  if (version) body.append("model_version", version);
+  const button = form.querySelector("button");
+  button.disabled = true;
+  try {
+    const response = await fetch("/v1/feedback", { method: "POST", body, headers: authHeaders() });
+    if (!response.ok) {
+      error.textContent = await errorMessage(response);
+      error.hidden = false;
+      return;
+    }
+    const shown = label.startsWith("other:") ? label.slice(6) : label.replace("not-a-seedling", "not a seedling");
+    const thanks = slot.querySelector(".thanks");
+    thanks.textContent = `Thank you: saved as \u201c${shown}\u201d. This photo is kept to improve the model.`;
+    thanks.hidden = false;
+    slot.querySelector(".feedback").remove();
+  } catch (err) {
+    error.textContent = "Could not reach the server: check the connection and try again.";
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function showError(card, message) {
@@ -124,7 +198,7 @@ async function predict(file, card) {
       return;
     }
     const body = await response.json();
-    showPrediction(card, body.predictions[0]);
+    showPrediction(card, body.predictions[0], file, body.model && body.model.version);
   } catch (err) {
     showError(card, "Could not reach the server: check the connection and try again.");
   }
