@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: list[dict[str, tuple[str, ...]]] = [  # top first; per layer its groups, each a list of module prefixes
     {"cli": ("seedlings.cli", "seedlings.__main__", "seedlings.api")},
-    {"serving": ("seedlings.serving",), "runs": ("seedlings.runs",), "batch": ("seedlings.batch",)},
+    {"serving": ("seedlings.serving",), "runs": ("seedlings.runs",), "batch": ("seedlings.batch",),
+     "promotion": ("seedlings.promotion",)},  # promote's comparison (the registry itself is core)
     {"feedback": ("seedlings.feedback",)},  # the corrections store: the service and the CLI use it
     {"training": ("seedlings.training",), "export": ("seedlings.export",)},
     {"evaluation": ("seedlings.evaluation",)},
@@ -29,7 +30,8 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [  # top first; per layer its groups,
     {"inference": ("seedlings.inference",)},
     {"data": ("seedlings.data",)},
     {"core": ("seedlings.artifact", "seedlings.preprocess", "seedlings.images", "seedlings.fileio",
-              "seedlings.errors", "seedlings.tables", "seedlings.progress", "seedlings.cpus", "seedlings")},
+              "seedlings.errors", "seedlings.tables", "seedlings.progress", "seedlings.cpus", "seedlings.registry",
+              "seedlings")},
 ]
 SERVING_NEVER_REACHES = ("torch", "torchvision", "timm", "seedlings.training", "seedlings.models")
 

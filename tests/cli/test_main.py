@@ -58,4 +58,4 @@ def test_every_command_is_registered_once():
     parser = build_parser()
     names = [a for a in parser._subparsers._group_actions[0].choices]
     assert names == list(COMMANDS) == ["data", "models", "train", "evaluate", "predict", "results", "export",
-                                                   "serve", "runs", "feedback"]
+                                                   "serve", "runs", "feedback", "promote"]

@@ -13,13 +13,13 @@ import os
 import sys
 
 from seedlings import __version__
-from seedlings.cli import data, evaluate, export, feedback, models, predict, results, runs, serve, train
+from seedlings.cli import data, evaluate, export, feedback, models, predict, promote, results, runs, serve, train
 from seedlings.cli.command import Command
 from seedlings.errors import SeedlingsError, extra_for, missing_extra
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (data.COMMAND, models.COMMAND, train.COMMAND, evaluate.COMMAND,
                                                     predict.COMMAND, results.COMMAND, export.COMMAND, serve.COMMAND,
-                                                    runs.COMMAND, feedback.COMMAND)}
+                                                    runs.COMMAND, feedback.COMMAND, promote.COMMAND)}
 
 
 def build_parser() -> argparse.ArgumentParser:

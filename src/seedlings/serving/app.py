@@ -20,6 +20,7 @@ from seedlings import __version__
 from seedlings.serving.decoding import Decoder
 from seedlings.serving.deps import BodyLimitMiddleware, ready_or_none
 from seedlings.serving.errors import error_response, error_responses, install_error_handlers
+from seedlings.serving.follow import Follower, prepare_following
 from seedlings.serving.limits import Budget, release_memory
 from seedlings.serving.metrics import Metrics, MetricsMiddleware
 from seedlings.serving.offload import Offload
@@ -60,7 +61,9 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     from starlette.concurrency import run_in_threadpool
 
-    predictor = await run_in_threadpool(Predictor.load, settings, app.state.metrics)
+    follower = Follower.of(app)  # --model REGISTRY: its current version, followed (serving/follow.py)
+    predictor = await run_in_threadpool(Predictor.load, follower.model_settings() if follower else settings,
+                                        app.state.metrics)
     app.state.feedback = await run_in_threadpool(start_feedback, settings)
     # A photo's way, one direction: Decoder (uploads → inputs, in the offload pool) → Predictor (batches,
     # the model) → the route encodes the answer.
@@ -71,11 +74,15 @@ async def lifespan(app: FastAPI):
     await predictor.start()
     release_memory()  # loading and warming up freed some heap that glibc would otherwise keep
     app.state.predictor = predictor
+    if follower is not None:
+        follower.start()
     try:
         yield
     finally:
         log.info("shutting down: finishing queued requests")
-        await predictor.stop(drain_timeout=settings.request_timeout_s)
+        if follower is not None:
+            await follower.stop()
+        await app.state.predictor.stop(drain_timeout=settings.request_timeout_s)  # the one in service now
         offload.shutdown()
         if app.state.feedback is not None:
             app.state.feedback.close()
@@ -108,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    prepare_following(app)  # --model REGISTRY: counts requests by the model they started on, outermost
     return app
 
 

@@ -20,7 +20,7 @@ FLAG_FIELDS = ("model_dir", "host", "port", "workers", "precision", "tta", "top_
                "cors_origins", "request_timeout_s", "upload_timeout_s", "json_logs", "log_level", "threads",
                "decode_threads", "max_request_pixels", "max_decode_pixels", "header_timeout_s",
                "keepalive_timeout_s", "metrics_port", "max_body_bytes_in_flight", "feedback_db",
-               "feedback_per_minute", "feedback_client")
+               "feedback_per_minute", "feedback_client", "registry_poll_s")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,7 +29,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Serve a model over HTTP. Every flag also reads SEEDLINGS_<NAME> "
                                    "(e.g. SEEDLINGS_PORT); flags win. SEEDLINGS_API_TOKEN sets a bearer "
                                    "token for prediction endpoints (not a flag: flags show in `ps`).")
-    p.add_argument("--model", dest="model_dir", help="exported model folder (default: the packaged model)")
+    p.add_argument("--model", dest="model_dir", help="exported model folder, or a registry folder (`seedlings "
+                                                    "promote`): serve its current version and follow it "
+                                                    "(default: the packaged model)")
+    p.add_argument("--registry-poll", type=float, dest="registry_poll_s",
+                   help="with --model REGISTRY: seconds between two reads of its current pointer")
     p.add_argument("--host", help="address to listen on (0.0.0.0 in containers)")
     p.add_argument("--port", type=int, help="TCP port")
     p.add_argument("--workers", type=int, help="server processes, each with its own model")
@@ -124,8 +128,13 @@ def check_model(settings) -> str:
     """Fail fast, with the exact problem, before any process starts: model.json through the one validating
     loader (ModelFile), the ONNX file's sha256, ONNX Runtime opening it, its output width against the classes."""
     from seedlings.inference import resolve_model_dir
+    from seedlings.registry import Registry, is_registry
     from seedlings.serving.modelcheck import check_model_dir
 
+    if is_registry(settings.model_dir):  # its current version now; the service follows the registry
+        registry = Registry(settings.model_dir)
+        check_model_dir(registry.current_dir(), settings.precision)
+        return str(registry.root.resolve())
     model_dir = resolve_model_dir(settings.model_dir)
     check_model_dir(model_dir, settings.precision)
     return str(model_dir.resolve())

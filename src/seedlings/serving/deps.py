@@ -39,6 +39,13 @@ async def ready_predictor(request: Request) -> Predictor:
     return predictor
 
 
+def decoder_for(app, predictor: Predictor):
+    """The decoder that makes ``predictor``'s inputs: the app's, or, while ``serve --model REGISTRY`` replaces a model
+    (serving/follow.py), the replaced model's own for the requests that began on it (its image size may differ)."""
+    decoders = getattr(app.state, "decoders", None)
+    return decoders.get(predictor, app.state.decoder) if decoders else app.state.decoder
+
+
 async def check_token(request: Request) -> None:
     """When ``SEEDLINGS_API_TOKEN`` is set, prediction endpoints need ``Authorization: Bearer <token>``."""
     token = request.app.state.settings.token

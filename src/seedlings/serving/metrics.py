@@ -60,6 +60,9 @@ class Metrics:
                                 "(body, budget, queue)", ["reason"], registry=reg)
         self.ready = Gauge("seedlings_ready", "1 once the model is loaded and warmed", registry=reg,
                            multiprocess_mode="livemin")
+        self.model_switches = Counter("seedlings_model_switches_total",
+                                      "serve --model REGISTRY: versions swapped in (result=swapped) or left out "
+                                      "because they did not load (result=failed)", ["result"], registry=reg)
         # (route, method, status) -> the request counter and latency histogram for those labels. Bounded:
         # routes are templates and statuses are the few the app returns.
         self._children: dict[tuple[str, str, int], tuple] = {}

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from seedlings.serving.deps import check_token, ready_predictor
+from seedlings.serving.deps import check_token, decoder_for, ready_predictor
 from seedlings.serving.errors import ApiError, error_responses, handler_for
 from seedlings.serving.multipart import boundary_of, split_files
 from seedlings.serving.paths import public_meta
@@ -138,7 +138,7 @@ async def predict(request: Request,
                                                                 "accurate, ~8x slower")] = None):
     settings = request.app.state.settings
     uploads = await read_uploads(request, settings.max_files)
-    images = await request.app.state.decoder.decode([(data, name) for name, data in uploads])
+    images = await decoder_for(request.app, predictor).decode([(data, name) for name, data in uploads])
     probs, distance = await predictor.assess(images, settings.tta if tta is None else tta)
     model = predictor.model
     # Built from plain floats and strings in the documented shape, so it skips FastAPI's re-validation

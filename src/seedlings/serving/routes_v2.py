@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from seedlings import __version__
 from seedlings.serving import v2_codec
-from seedlings.serving.deps import check_token, ready_or_none, ready_predictor
+from seedlings.serving.deps import check_token, decoder_for, ready_or_none, ready_predictor
 from seedlings.serving.errors import ApiError, v2_error_responses
 from seedlings.serving.predictor import Predictor
 from seedlings.serving.v2_codec import OUTPUT_NAME, InferenceRequest
@@ -127,7 +127,7 @@ async def _infer(request: Request, name: str, version: str | None, predictor: Pr
     if not isinstance(tta, bool):
         raise v2_codec.invalid(f"parameters.tta must be true or false, not {tta!r}")
     names = [f"{parsed.input_name}[{i}]" for i in range(len(parsed.sources))]
-    images = await request.app.state.decoder.decode(list(zip(parsed.sources, names)))
+    images = await decoder_for(request.app, predictor).decode(list(zip(parsed.sources, names)))
     probs = await predictor.probabilities(images, tta)
     model = predictor.model
     head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}

@@ -26,7 +26,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
 
-    model_dir: str | None = Field(None, description="exported model folder; empty: the packaged default")
+    model_dir: str | None = Field(None, description="exported model folder, or a registry folder (its current "
+                                                    "version, followed); empty: the packaged default")
+    registry_poll_s: float = Field(5.0, gt=0, le=3600, description="with a registry as model_dir: seconds between "
+                                                                   "two reads of its current pointer")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64, description="server processes, each with its own model")
