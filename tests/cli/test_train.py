@@ -80,7 +80,8 @@ def test_training_on_several_folders_grows_an_init_model_to_the_union_of_their_c
     assert "1 of them change their label" in capsys.readouterr().err  # D.log writes to stderr
     meta = json.loads((run / "model.json").read_text())
     assert meta["classes"] == ["Charlock", "Maize", "Sugar beet"]
-    assert meta["init"]["classifier"] == "replaced (2 → 3 classes)"
+    assert meta["init"]["classifier"] == "kept 2 of 3 classes; new: Sugar beet"  # Charlock's, Maize's rows kept
+    assert meta["init"]["classes_new"] == ["Sugar beet"] and meta["init"]["classes_kept"] == ["Charlock", "Maize"]
     assert meta["training"]["data"] == [str(base), str(feedback)]
     assert yaml.safe_load((run / "config.yaml").read_text())["data"] == [str(base), str(feedback)]
 

@@ -51,7 +51,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action="store_true", default=None,
                    help="start from ImageNet weights shipped with the train extra (see `seedlings models`)")
     p.add_argument("--init", help="start from an exported seedlings model folder (e.g. the default model's) "
-                                  "instead of ImageNet; its classifier is replaced when the classes differ")
+                                  "instead of ImageNet; the classes it knows keep their classifier rows, "
+                                  "new ones start afresh")
     p.add_argument("--backbone-lr", type=float, dest="backbone_lr",
                    help="learning-rate multiplier of the pretrained layers")
     p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",

@@ -9,7 +9,13 @@ images, so that in training mode, where BatchNorm normalises with the batch's st
 layers start where the exported model left them instead of being re-normalised to unit scale.
 
 A folder with ``weights.safetensors`` (a finished run) is loaded by name, as trained.
-The classifier is kept when the classes are the same, in the same order, and replaced otherwise.
+The classifier is kept when the classes are the same, in the same order. Otherwise each class the model
+already knows (matched by name, in any order) keeps its row of the final layer, weight and bias, at its new
+position; a class new to it starts from small weights, N(0, 0.01²), and the model's mean bias, so its logit
+starts near that bias whatever the image, not at a random projection of the features (timm's default init
+for the layer: std 0.025 on resnet10t, 0.16 on efficientnet_lite0); a class the new list leaves out is
+dropped. No class shared: the framework's fresh classifier, as before. The model's calibration and "not a
+seedling" detector are not carried over: they belong to its classes, and training fits both anew.
 """
 
 from __future__ import annotations
@@ -42,13 +48,68 @@ def load_init(model_dir: str | Path, create, classes: list[str], calibration_bat
         how = "model.onnx (BatchNorm folded back out)"
     else:
         raise SeedlingsError(f"--init {model_dir}: lists neither weights.safetensors nor model.onnx")
-    same_head = list(meta.classes) == list(classes)
-    if not same_head:
-        source.reset_classifier(len(classes))
-    record = {"kind": "model", "name": meta.name, "version": meta.version, "backbone": meta.backbone,
-              "from": how, "classifier": "kept" if same_head else f"replaced ({len(meta.classes)} → "
-                                                                  f"{len(classes)} classes)"}
-    return source, record
+    record = {"kind": "model", "name": meta.name, "version": meta.version, "backbone": meta.backbone, "from": how}
+    if list(meta.classes) == list(classes):
+        return source, {**record, "classifier": "kept"}
+    model = create(len(classes))  # a network of the new size (not reset_classifier: SpaceToDepth has none)
+    model.load_state_dict(carry_over(source, model, list(meta.classes), list(classes), model_dir))
+    return model, {**record, **classifier_record(list(meta.classes), list(classes))}
+
+
+NEW_ROW_STD = 0.01  # weights of a class new to the initial model (its bias: the model's mean bias)
+
+
+def carry_over(source: torch.nn.Module, target: torch.nn.Module, old: list[str], new: list[str],
+               where: Path) -> dict[str, torch.Tensor]:
+    """``target``'s state: ``source``'s tensors, its classifier's rows moved to the classes of ``new``
+    (by name); rows of classes ``source`` does not know are new (small weights), or ``target``'s own fresh
+    classifier when no class is shared."""
+    state, fresh = source.state_dict(), target.state_dict()
+    prefix = classifier_prefix(target)
+    pairs = [(new.index(c), old.index(c)) for c in new if c in old]
+    for name, value in fresh.items():
+        if not name.startswith(prefix):
+            continue
+        if name not in state or state[name].shape[1:] != value.shape[1:] or state[name].shape[0] != len(old):
+            raise SeedlingsError(f"--init {where}: classifier tensor {name} does not fit "
+                                 f"{len(old)} classes; the model folder is not this architecture")
+        state[name] = new_rows(state[name], len(new), pairs) if pairs else value
+    return state
+
+
+def new_rows(rows: torch.Tensor, n: int, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """``n`` rows: the initial ``rows[o]`` at position ``n_`` for each ``(n_, o)`` of ``pairs``; the others
+    new, small (a weight matrix) or the initial rows' mean (a bias)."""
+    if rows.dim() == 1:
+        out = rows.mean().expand(n).clone()
+    else:
+        out = torch.randn((n, *rows.shape[1:]), dtype=rows.dtype) * NEW_ROW_STD
+    to, frm = (list(t) for t in zip(*pairs))
+    out[to] = rows[frm]
+    return out
+
+
+def classifier_prefix(model: torch.nn.Module) -> str:
+    """The state-dict prefix of the model's classifier (``fc.``, ``classifier.``, ``net.fc.``)."""
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head) + "."
+
+
+def classifier_record(old: list[str], new: list[str]) -> dict:
+    """What ``init`` says about the classifier: which classes kept their rows, which are new, which dropped."""
+    kept = [c for c in new if c in old]
+    fresh = [c for c in new if c not in old]
+    dropped = [c for c in old if c not in new]
+    lists = {"classes_kept": kept, "classes_new": fresh, "classes_dropped": dropped}
+    if not kept:
+        return {"classifier": f"replaced ({len(old)} → {len(new)} classes)", **lists,
+                "new_rows": "the framework's default initialisation"}
+    text = f"kept {len(kept)} of {len(new)} classes" + (f"; new: {', '.join(fresh)}" if fresh else "")
+    text += f"; dropped: {', '.join(dropped)}" if dropped else ""
+    record = {"classifier": text if fresh or dropped else text + " (reordered)", **lists}
+    if fresh:
+        record["new_rows"] = f"weights N(0, {NEW_ROW_STD}²), bias the mean of the model's biases"
+    return record
 
 
 def load_onnx_weights(model: torch.nn.Module, onnx_path: Path, calibration_batches) -> None:
