@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import struct
+import time
 import zlib
 
 import httpx
@@ -179,3 +180,62 @@ def test_serve_refuses_a_schema_it_does_not_know(tmp_path, model_dir):
                          timeout=120)
     assert proc.returncode == 1
     assert "seedlings feedback migrate --db" in proc.stderr, proc.stderr
+
+
+def _unique_photos(n: int) -> list[bytes]:
+    from PIL import Image
+
+    base = Image.new("RGB", (32, 32), (60, 120, 40))
+    photos = []
+    for i in range(n):
+        img = base.copy()
+        img.putpixel((i % 32, (i // 32) % 32), (i % 256, (i // 256) % 256, 200))
+        photos.append(png_bytes(img))
+    return photos
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_no_acknowledged_feedback_is_lost_when_the_service_is_killed(request, start_server, tmp_path, backend):
+    """16 clients send feedback; the service gets SIGKILL mid-stream; every 201 the clients got is in the
+    database, photo included (a 201 is sent only after the commit)."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}" if backend == "sqlite" else \
+        request.getfixturevalue("postgres").new_database()
+    srv = start_server("--feedback-db", url, "--feedback-per-minute", "100000")
+    photos = _unique_photos(16 * 120)
+    acknowledged, lock, stop = {}, threading.Lock(), threading.Event()
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=srv.url, timeout=10) as http:
+            for photo in photos[k::16]:
+                if stop.is_set():
+                    return
+                try:
+                    r = http.post("/v1/feedback", files={"file": ("p.png", photo, "image/png")},
+                                  data={"species": "other:Kill Test"})
+                except httpx.TransportError:
+                    return  # the service is gone: this one was never acknowledged
+                if r.status_code == 201:
+                    with lock:
+                        acknowledged[r.json()["id"]] = r.json()["sha256"]
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    srv.proc.kill()  # SIGKILL: no shutdown, no flush
+    srv.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acknowledged) >= 100
+    store = Store(url)
+    stored = {v.id: v.sha256 for v in store.votes()}
+    missing = {i: s for i, s in acknowledged.items() if stored.get(i) != s}
+    assert not missing, f"{len(missing)} acknowledged vote(s) lost"
+    for sha in set(acknowledged.values()):
+        data, _ = store.image(sha)
+        assert hashlib.sha256(data).hexdigest() == sha

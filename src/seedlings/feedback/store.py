@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +27,7 @@ URL_HELP = "use sqlite:///path/feedback.db (one machine) or postgresql+psycopg:/
 # Errors that say "the database cannot be reached, or is busy": 503 and a retry, never a lost vote.
 UNAVAILABLE = (OperationalError, InterfaceError)
 SQLITE_BUSY_S = 2.0  # a locked SQLite file: wait this long, then 503 (the client retries)
+WRITE_WAIT_S = 10.0  # this process's writers queued for SQLite's one write slot: then 503
 CONNECT_TIMEOUT_S = 3  # an unreachable PostgreSQL: give up after this, then 503
 
 
@@ -61,10 +64,22 @@ def engine_for(url: str) -> sa.Engine:
     else:
         raise SeedlingsError(f"database {backend!r} is not supported ({safe_url(url)}); {URL_HELP}")
     try:
-        return sa.create_engine(parsed, **args)
+        engine = sa.create_engine(parsed, **args)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise SeedlingsError(f"no driver for {safe_url(url)} ({exc}); pip install 'seedlings[feedback]' and "
                              "write PostgreSQL URLs as postgresql+psycopg://…") from exc
+    if backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL: readers never wait for the writer, and a commit is one append + fsync of the log instead of the
+    rollback journal's several; synchronous=FULL keeps every commit durable (a 201 survives a power cut)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
 
 
 def safe_url(url: str) -> str:
@@ -104,6 +119,9 @@ class Store:
         self.url = url
         self.engine = engine_for(url)
         self._client_key: bytes | None = None
+        # SQLite has one writer at a time: threads of this process take turns here instead of polling the
+        # file lock (its busy handler sleeps in growing steps); other processes still meet the busy timeout.
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         if check:
             self.check(create)
 
@@ -157,7 +175,7 @@ class Store:
         """Store one vote for the photo ``data`` (and the photo, unless it is stored already); committed on return."""
         sha = hashlib.sha256(data).hexdigest()
         now = datetime.now(timezone.utc)
-        with self._begin() as conn:
+        with self._writing(), self._begin() as conn:
             new = conn.execute(_insert_ignore(conn, images, "sha256").values(
                 sha256=sha, data=data, format=image_format, width=size[0], height=size[1], size=len(data),
                 created=now).returning(images.c.sha256)).first() is not None
@@ -165,6 +183,19 @@ class Store:
                 sha256=sha, label=label, predicted=predicted, confidence=confidence, model_name=model_name,
                 model_version=model_version, note=note, client=client, created=now))
             return Stored(int(row.inserted_primary_key[0]), sha, new)
+
+    @contextmanager
+    def _writing(self):
+        if self._write_lock is None:
+            yield
+            return
+        if not self._write_lock.acquire(timeout=WRITE_WAIT_S):
+            raise FeedbackUnavailable(f"the feedback database {safe_url(self.url)} is busy with other writes; "
+                                      "try again shortly")
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     def client_id(self, address: str | None) -> str | None:
         """A keyed hash of a client's address: the same client is recognisable across votes and replicas
