@@ -7,8 +7,9 @@ Printed side by side, in one run, on this machine:
   service) and on PostgreSQL (a real server started for the run from Debian's binaries, as the tests do;
   skipped when it is not installed), each request a different photo (a new image row and a vote);
 * ``POST /v1/predict`` images/s at concurrency 16 with feedback off, on (SQLite, no feedback traffic) and on
-  with feedback traffic beside it (2 clients correcting continuously), in interleaved rounds so that a burst
-  of other work on the machine hits every variant; the ratios to "off" (the issue's bound: at most 5 % less).
+  with feedback traffic beside it (``--feedback-rate`` corrections a second, default 4: far more than people
+  correcting a page send), in interleaved rounds so that a burst of other work on the machine hits every
+  variant; the ratios to "off" (the issue's bound: at most 5 % less).
 
 Photos: real ones from the data set when present (read in place, never copied), else synthetic.
 Figures are printed, never asserted. The load generator shares the CPUs with the service.
@@ -125,11 +126,31 @@ def write_figures(model: Path, photos: list[bytes], n: int) -> list[list[str]]:
     return rows
 
 
-def predict_figures(model: Path, photos: list[bytes], n: int, rounds: int) -> dict[str, list[float]]:
+def paced(url: str, requests: list[bytes], rate: float, stop: threading.Event, statuses: list[int]) -> None:
+    """Send one correction every 1/rate seconds until ``stop`` (a steady trickle, not a flood)."""
+    import socket
+
+    host, port = url.split("//")[1].split(":")
+    i, next_at = 0, time.perf_counter()
+    while not stop.is_set():
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(requests[i % len(requests)].replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        statuses.append(int(answer[9:12] or 0))
+        i += 1
+        next_at += 1 / rate
+        stop.wait(max(0.0, next_at - time.perf_counter()))
+
+
+def predict_figures(model: Path, photos: list[bytes], n: int, rounds: int,
+                    rate: float) -> tuple[dict[str, list[float]], list[int]]:
     tmp = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
     off = Server(model)
     on = Server(model, "--feedback-db", f"sqlite:///{tmp / 'feedback.db'}", "--feedback-per-minute", "1000000")
-    found: dict[str, list[float]] = {"off": [], "on": [], "on + feedback traffic": []}
+    found: dict[str, list[float]] = {"off": [], "on": [], f"on + {rate:g} corrections/s": []}
+    statuses: list[int] = []
     try:
         corrections = [feedback_request(on.url.split("//")[1], unique(photos[i % len(photos)], 10**6 + i))
                        for i in range(len(photos))]
@@ -139,17 +160,17 @@ def predict_figures(model: Path, photos: list[bytes], n: int, rounds: int) -> di
             found["off"].append(load(off.url, photos, n, 16)["img_s"])
             found["on"].append(load(on.url, photos, n, 16)["img_s"])
             stop = threading.Event()
-            side = threading.Thread(target=feedback_load, args=(on.url, corrections, 0, 2, stop))
+            side = threading.Thread(target=paced, args=(on.url, corrections, rate, stop, statuses))
             side.start()
             try:
-                found["on + feedback traffic"].append(load(on.url, photos, n, 16)["img_s"])
+                found[f"on + {rate:g} corrections/s"].append(load(on.url, photos, n, 16)["img_s"])
             finally:
                 stop.set()
                 side.join()
     finally:
         off.stop()
         on.stop()
-    return found
+    return found, statuses
 
 
 def main() -> None:
@@ -157,6 +178,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=None, help="exported model folder (default: the packaged one)")
     p.add_argument("--requests", type=int, default=800, help="requests per measurement")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the prediction comparison")
+    p.add_argument("--feedback-rate", type=float, default=4.0, help="corrections a second beside the predictions")
     args = p.parse_args()
     from seedlings.inference import resolve_model_dir
     from seedlings.tables import print_table
@@ -168,12 +190,14 @@ def main() -> None:
     print_table("POST /v1/feedback, concurrency 16, a new photo each", ["database", "writes/s", "p50 ms", "p99 ms",
                                                                          "errors"],
                 write_figures(model, photos, args.requests))
-    found = predict_figures(model, photos, args.requests, args.rounds)
+    found, statuses = predict_figures(model, photos, args.requests, args.rounds, args.feedback_rate)
     base = statistics.median(found["off"])
     print_table(f"POST /v1/predict images/s, concurrency 16 ({args.rounds} interleaved rounds, median)",
                 ["feedback", "img/s (median)", "rounds", "vs off"],
                 [[k, f"{statistics.median(v):.1f}", " ".join(f"{x:.1f}" for x in v),
                   f"{statistics.median(v) / base:.3f}"] for k, v in found.items()])
+    print(f"corrections sent beside the predictions: {len(statuses)}, "
+          f"{sum(s == 201 for s in statuses)} answered 201")
     print(cpu_line().split(";")[1].strip())
 
 
