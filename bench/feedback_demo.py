@@ -1,7 +1,7 @@
 """The feedback loop on real photos, end to end, with the commands a user runs (a demonstration, not a test).
 
     python bench/feedback_demo.py --out /tmp/feedback-demo [--pair Black-grass "Loose Silky-bent"] [--n 50]
-                                  [--epochs 2] [--threads 2]
+                                  [--epochs 2] [--lr 1e-4] [--threads 2]
 
 1. The default model's own split: its 3,424 training photos stay the base set; of its 603 validation photos,
    ``--n`` of the confused pair (half each) become the field feedback, the other validation photos the fixed test
@@ -108,6 +108,7 @@ def main() -> None:
     p.add_argument("--pair", nargs=2, default=["Black-grass", "Loose Silky-bent"])
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, help="peak learning rate of the fine-tune (default: the recipe's, 1e-3)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     from seedlings.inference import resolve_model_dir
@@ -131,9 +132,11 @@ def main() -> None:
         seedlings("feedback", "stats", "--db", db)
         seedlings("feedback", "export", "--db", db, "--out", args.out / "feedback", "--holdout", "0.2")
         done(t)
-        t = step(f"fine-tune from the current model on base + feedback ({args.epochs} epochs)")
+        lr = args.lr or "the recipe's"
+        t = step(f"fine-tune from the current model on base + feedback ({args.epochs} epochs, lr {lr})")
         seedlings("train", "--init", registry / version, "--data", base, "--data", args.out / "feedback" / "train",
-                  "--out", args.out / "run", "--epochs", args.epochs, "--threads", args.threads)
+                  "--out", args.out / "run", "--epochs", args.epochs, "--threads", args.threads,
+                  *(["--lr", args.lr] if args.lr else []))
         seedlings("export", args.out / "run", "--out", args.out / "candidate")
         done(t)
         t = step("promote: the current model against the candidate on the same photos")
