@@ -13,11 +13,14 @@ set -euo pipefail
 image="${1:-localhost/seedlings-base:bookworm}"
 cache="${SEEDLINGS_BASE_CACHE:-/var/tmp/seedlings-base}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-tarball="$cache/bookworm-python3.tar"
+# Bump when the recipe below changes: an image or tarball of another version is made again.
+version=3
+tarball="$cache/bookworm-python3-v$version.tar"
 podman=(podman --runtime runc)
 
-if "${podman[@]}" image exists "$image"; then
-  echo "make-base: $image already exists"
+if "${podman[@]}" image exists "$image" \
+   && [ "$("${podman[@]}" image inspect --format '{{index .Config.Labels "seedlings.base.version"}}' "$image")" = "$version" ]; then
+  echo "make-base: $image (version $version) already exists"
   exit 0
 fi
 for tool in debootstrap podman; do
@@ -31,11 +34,18 @@ if [ ! -s "$tarball" ]; then
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 \
     || { echo "make-base: debootstrap failed; see $cache/debootstrap.log" >&2; exit 1; }
-  # Slim the image the way the official slim images do: no apt lists, docs or man pages.
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
+  # Slim the image the way the official slim images do: no apt lists or package cache (debootstrap leaves
+  # every .deb it installed in /var/cache/apt/archives: 45 MB), docs, man pages or translations (33 MB).
+  # Nor glibc's iconv converters for legacy character sets (gconv, 9 MB): UTF-8, ASCII and Latin-1 are built
+  # into glibc, and Python converts with its own codecs.
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log \
+    "$root"/usr/lib/*-linux-gnu/gconv
+  find "$root"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
+  find "$cache" -maxdepth 1 -name 'bookworm-python3*.tar' ! -name "${tarball##*/}" -delete  # older recipes'
 fi
-"${podman[@]}" import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' "$tarball" "$image" >/dev/null
+"${podman[@]}" import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
+  --change "LABEL seedlings.base.version=$version" "$tarball" "$image" >/dev/null
 echo "make-base: imported $image from $tarball"

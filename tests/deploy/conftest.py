@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+SERVE_IMAGE = "localhost/seedlings-serve:test"
+TRAIN_IMAGE = "localhost/seedlings-train:test"
 CLASSES = ["Charlock", "Maize", "Sugar beet"]
 TINY_TRAIN = ["--epochs", "2", "--image-size", "32", "--batch-size", "16", "--threads", "1"]
 
@@ -53,6 +55,22 @@ def child_env(**extra: str) -> dict[str, str]:
     }
     env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}, **extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def serve_image() -> str:
+    """The serve image, built once per session for every test that runs it (test_image, test_kube_play)."""
+    from .podman import build  # podman.py imports this module
+
+    return build("serve", SERVE_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def train_image() -> str:
+    """The train image (also the batch-predict Job's), built once per session."""
+    from .podman import build
+
+    return build("train", TRAIN_IMAGE)
 
 
 @pytest.fixture(scope="session")

@@ -283,9 +283,61 @@ def test_train_image_ships_the_imagenet_weights():
     from seedlings.models.pretrained import WEIGHTS
 
     stages = _dockerfile_stages()
-    assert "requirements.py train batch <" in stages["requirements"]  # train and batch-predict Jobs
+    assert "requirements.py train batch " in stages["requirements"]  # train and batch-predict Jobs
     assert "train.txt" in stages["train-deps"] and stages["train"].startswith("train-deps AS train")
     assert "sha256_file(package_file(e))" in stages["train"]  # the build fails on a missing or altered file
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     for entry in WEIGHTS.values():
         assert f"{entry.package}=={entry.version}" in extra
+
+
+# ---------------------------------------------------------------- serverless (issue 24)
+
+
+def _one(path: str, kind: str) -> dict:
+    (doc,) = [d for d in _render(path) if d["kind"] == kind]
+    return doc
+
+
+def test_serverless_manifests_scale_to_zero_at_the_measured_concurrency():
+    ksvc = _one("deploy/k8s/examples/knative", "Service")
+    isvc = _one("deploy/k8s/examples/kserve-serverless", "InferenceService")
+    raw = _one("deploy/k8s/examples/kserve", "InferenceService")
+    assert ksvc["apiVersion"] == "serving.knative.dev/v1"
+    annotations, pod = ksvc["spec"]["template"]["metadata"]["annotations"], ksvc["spec"]["template"]["spec"]
+    predictor = isvc["spec"]["predictor"]
+    assert annotations["autoscaling.knative.dev/min-scale"] == "0" and predictor["minReplicas"] == 0
+    assert annotations["autoscaling.knative.dev/metric"] == "concurrency" == predictor["scaleMetric"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # One figure for both: the concurrency the service was measured best at (docs/serving.md), where its
+    # micro-batches fill; the hard limit leaves Knative room to queue beyond it.
+    target = int(annotations["autoscaling.knative.dev/target"])
+    assert target == predictor["scaleTarget"] == int(env["SEEDLINGS_MAX_BATCH"]) == 16
+    assert pod["containerConcurrency"] == predictor["containerConcurrency"] > target
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "SEEDLINGS_MODEL_DIR" not in env and all("emptyDir" in v for v in pod["volumes"])  # model in the image
+    assert env["SEEDLINGS_THREADS"] == str(c["resources"]["limits"]["cpu"])
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert raw["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+
+
+def test_custom_schemas_and_knative_rules_reject_mistakes():
+    ksvc = _one("deploy/k8s/examples/knative", "Service")
+    isvc = _one("deploy/k8s/examples/kserve-serverless", "InferenceService")
+    assert check_manifests.check_doc(ksvc, "t") == check_manifests.check_doc(isvc, "t") == []
+    pod = ksvc["spec"]["template"]["spec"]
+    pod["containerConcurency"] = 3  # misspelled
+    pod["securityContext"] = {"runAsNonRoot": True}  # behind a feature flag
+    pod["containers"][0]["env"].append({"name": "X", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}})
+    pod["containers"][0]["readinessProbe"]["failureThreshold"] = 3
+    pod["containers"][0]["ports"].append({"containerPort": 9100})
+    problems = "\n".join(check_manifests.check_doc(ksvc, "t"))
+    for needle in ("containerConcurency", "securityContext: behind", "env X", "failureThreshold", "one port"):
+        assert needle in problems
+    isvc["spec"]["predictor"]["scaleMetric"] = "gpu"
+    isvc["spec"]["predictor"]["minReplica"] = 0
+    isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Serverles"
+    problems = "\n".join(check_manifests.check_doc(isvc, "t"))
+    for needle in ("'gpu' is not one of", "minReplica", "Serverles"):
+        assert needle in problems

@@ -26,18 +26,12 @@ from . import podman as P
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
-TRAIN_IMAGE = "localhost/seedlings-train:test"
 NOTEBOOK_IMAGE = "localhost/seedlings-notebook:test"
 LOCKED_DOWN = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *P.ULIMITS]
 
 
 @pytest.fixture(scope="module")
-def train_image() -> str:
-    return P.build("train", TRAIN_IMAGE)
-
-
-@pytest.fixture(scope="module")
-def notebook_image(train_image) -> str:
+def notebook_image(train_image) -> str:  # train_image: conftest's session fixture; notebook reuses its layers
     return P.build("notebook", NOTEBOOK_IMAGE)
 
 
