@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from predict_bench import cpu_line  # noqa: E402
-from serve_bench import REAL_DATA, Server, load, load_photos  # noqa: E402
+from serve_bench import REAL_DATA, Server, exchange, load, load_photos  # noqa: E402
 
 BOUNDARY = "seedlings-feedback-bench"
 
@@ -62,13 +62,8 @@ async def _user(url: str, requests: list[bytes], counter, latencies: list[float]
         for i in counter:
             if stop is not None and stop.is_set():
                 return
-            t = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - t)
+            head, seconds = await exchange(reader, writer, requests[i % len(requests)])
+            latencies.append(seconds)
             statuses.append(int(head[9:12]))
     finally:
         writer.close()

@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from .conftest import REPO, skip_or_fail, which
+from .conftest import REPO
+from .kubeplay import render
 
 sys.path.insert(0, str(REPO / "deploy"))
 import check_manifests  # noqa: E402
@@ -24,11 +24,7 @@ import check_manifests  # noqa: E402
 LOOPS = ["dev-feedback-loop", "production-feedback-loop"]
 
 
-def _render(path: str) -> list[dict]:
-    if not which("kubectl"):
-        skip_or_fail("kubectl is not installed")
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / path)], capture_output=True, text=True, check=True)
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
 
 
 def _get(docs: list[dict], kind: str, name: str) -> dict:
@@ -55,7 +51,7 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 @pytest.mark.parametrize("overlay", ["dev", "production", *LOOPS])
 def test_serve_reads_the_database_url_from_an_optional_secret(overlay):
-    docs = _render(f"deploy/k8s/overlays/{overlay}")
+    docs = render(f"deploy/k8s/overlays/{overlay}")
     pod, c, settings = _serve(docs)
     env = {e["name"]: e for e in c["env"]}
     ref = env["SEEDLINGS_FEEDBACK_DB"]["valueFrom"]["secretKeyRef"]
@@ -71,7 +67,7 @@ def test_serve_reads_the_database_url_from_an_optional_secret(overlay):
 
 @pytest.mark.parametrize("overlay", LOOPS)
 def test_loop_overlays_serve_the_registry_read_only(overlay):
-    docs = _render(f"deploy/k8s/overlays/{overlay}")
+    docs = render(f"deploy/k8s/overlays/{overlay}")
     pod, c, settings = _serve(docs)
     assert settings["SEEDLINGS_MODEL_DIR"] == "/registry"
     if importlib.util.find_spec("pydantic_settings"):  # the serve extra: the value is the code's default, stated
@@ -88,13 +84,13 @@ def test_loop_overlays_serve_the_registry_read_only(overlay):
 
 @pytest.mark.parametrize("overlay", ["dev", "production"])
 def test_plain_overlays_keep_the_model_in_the_image(overlay):
-    pod, c, settings = _serve(_render(f"deploy/k8s/overlays/{overlay}"))
+    pod, c, settings = _serve(render(f"deploy/k8s/overlays/{overlay}"))
     assert settings["SEEDLINGS_MODEL_DIR"] == "" and all("persistentVolumeClaim" not in v for v in pod["volumes"])
 
 
 @pytest.mark.parametrize("overlay", LOOPS)
 def test_loop_cronjob_writes_the_registry_and_reads_the_data(overlay):
-    docs = _render(f"deploy/k8s/overlays/{overlay}")
+    docs = render(f"deploy/k8s/overlays/{overlay}")
     cron = _get(docs, "CronJob", "seedlings-feedback-loop")
     job, pod = cron["spec"]["jobTemplate"]["spec"], _loop_pod(docs)
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"].split()[-1] == "1"  # weekly
@@ -149,7 +145,7 @@ if [ "$1" = promote ]; then exit "$PROMOTE_RC"; fi"""
 
 @pytest.mark.parametrize(("exported", "promote_rc"), [("train test", 0), ("train", 0), ("", 0), ("train test", 1)])
 def test_loop_script_runs_export_train_export_promote_in_order(tmp_path, exported, promote_rc):
-    (c,) = _loop_pod(_render("deploy/k8s/overlays/dev-feedback-loop"))["containers"]
+    (c,) = _loop_pod(render("deploy/k8s/overlays/dev-feedback-loop"))["containers"]
     registry, work = tmp_path / "registry", tmp_path / "work"
     (registry / "2026.12.02.0331").mkdir(parents=True)
     (registry / "2026.12.02.0331" / "model.json").write_text("{}")
@@ -178,7 +174,7 @@ def test_registry_init_promotes_the_packaged_model_into_an_empty_registry_only(t
     pytest.importorskip("numpy")
     from seedlings.inference import DEFAULT_MODEL_DIR
 
-    (c,) = _get(_render("deploy/k8s/overlays/production-feedback-loop"), "Job",
+    (c,) = _get(render("deploy/k8s/overlays/production-feedback-loop"), "Job",
                 "seedlings-registry-init")["spec"]["template"]["spec"]["containers"]
     registry = tmp_path / "registry"
     registry.mkdir()
@@ -190,7 +186,7 @@ def test_registry_init_promotes_the_packaged_model_into_an_empty_registry_only(t
 
 
 def test_postgres_example_admits_the_pods_that_use_it():
-    docs = _render("deploy/k8s/overlays/dev-feedback-loop")
+    docs = render("deploy/k8s/overlays/dev-feedback-loop")
     sts = _get(docs, "StatefulSet", "seedlings-postgres")
     service = _get(docs, "Service", sts["spec"]["serviceName"])
     pod = sts["spec"]["template"]["spec"]
@@ -218,7 +214,7 @@ def test_postgres_example_admits_the_pods_that_use_it():
 
 def test_cronjob_pods_follow_our_rules():
     """check_manifests.py looks into a CronJob's pod template like a Job's."""
-    cron = _get(_render("deploy/k8s/jobs/feedback-loop"), "CronJob", "seedlings-feedback-loop")
+    cron = _get(render("deploy/k8s/jobs/feedback-loop"), "CronJob", "seedlings-feedback-loop")
     assert check_manifests.check_doc(cron, "t") == []
     cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")
     assert "may run as root" in "\n".join(check_manifests.check_doc(cron, "t"))

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
 import yaml
+from generate_pytorchjob_schema import K8S_VERSION, kubernetes_defs  # the same Kubernetes definitions
 
 HERE = Path(__file__).resolve().parent
-K8S_VERSION = "v1.37.0-local-strict"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 # (group, kind) → output file. Named like pytorchjob-kubeflow-v1.json: kind, project, version.
 OUTPUTS = {
@@ -124,22 +123,6 @@ class Dedup:
             self.defs[name] = {}  # placeholder: keeps the order of first use
             self.defs[name] = self.replace(node, top=True)
         return self.names[text]
-
-
-def kubernetes_defs(roots: list[str]) -> dict:
-    """The Kubernetes definitions reachable from ``roots`` (kubernetes-validate's bundled schemas)."""
-    import kubernetes_validate
-
-    path = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / K8S_VERSION / "_definitions.json"
-    all_defs = json.loads(path.read_text())["$defs"]
-    todo, seen = list(roots), {}
-    while todo:
-        key = todo.pop()
-        if key in seen:
-            continue
-        seen[key] = all_defs[key]
-        todo += [m for m in re.findall(r'"#/\$defs/([^"]+)"', json.dumps(all_defs[key])) if m not in seen]
-    return dict(sorted(seen.items()))
 
 
 def build(crd: dict, source: str) -> tuple[str, dict]:

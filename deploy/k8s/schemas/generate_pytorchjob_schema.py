@@ -117,8 +117,9 @@ def model_schema(name: str, model: dict) -> dict:
     return schema
 
 
-def kubernetes_defs() -> dict:
-    """The Kubernetes definitions reachable from the types the SDK uses."""
+def kubernetes_defs(roots: list[str] | None = None) -> dict:
+    """The Kubernetes definitions reachable from ``roots`` (default: the types the SDK uses), from
+    kubernetes-validate's bundled schemas; generate_crd_schemas.py uses it too."""
     import kubernetes_validate
 
     path = (
@@ -128,7 +129,7 @@ def kubernetes_defs() -> dict:
         / "_definitions.json"
     )
     all_defs = json.loads(path.read_text())["$defs"]
-    todo, seen = list(K8S_TYPES.values()), {}
+    todo, seen = list(K8S_TYPES.values() if roots is None else roots), {}
     while todo:
         key = todo.pop()
         if key in seen:
