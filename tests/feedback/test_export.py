@@ -114,3 +114,14 @@ def test_cli_migrate_stats_export(tmp_path, monkeypatch):
     assert no_db.returncode == 2 and "--db URL" in no_db.stderr
     bad = seedlings_cli("feedback", "export", "--db", url, "--out", tmp_path / "x", "--since", "last week")
     assert bad.returncode == 2 and "ISO 8601" in bad.stderr
+
+
+def test_a_label_not_written_by_the_service_never_becomes_a_path(db_url, tmp_path):
+    """A row written by other means (SQL by hand) with a path for a label: skipped, nothing written outside."""
+    store = Store(db_url)
+    store.add(photo(1), "PNG", (24, 24), "../../escaped")
+    store.add(photo(2), "PNG", (24, 24), "other:../up")
+    store.add(photo(3), "PNG", (24, 24), "Charlock")
+    summary = export(store, tmp_path / "out" / "fb")
+    assert summary["skipped"] == {"unusable_label": 2} and summary["species"] == {"Charlock": 1}
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == [p.name for p in (tmp_path / "out/fb/Charlock").iterdir()]

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from seedlings.errors import SeedlingsError
-from seedlings.feedback.labels import NOT_A_SEEDLING, folder_name
+from seedlings.feedback.labels import NOT_A_SEEDLING, LabelError, folder_name
 from seedlings.feedback.store import Store, safe_url
 from seedlings.fileio import atomic_write_bytes
 
@@ -66,7 +66,11 @@ def export(store: Store, out: str | Path, since: datetime | None = None, min_vot
     tmp.mkdir(parents=True)
     rows, skipped = [], Counter()
     for sha, info in sorted(decided.items()):
-        folder = folder_name(info["label"])
+        try:
+            folder = folder_name(info["label"])
+        except LabelError:  # not written by the service (it refuses such labels): never a path to follow
+            skipped["unusable_label"] += 1
+            continue
         if info["agreeing"] < min_votes:
             skipped["too_few_votes"] += 1
             continue

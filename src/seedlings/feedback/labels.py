@@ -57,10 +57,11 @@ def check_name(name: str) -> str:
 
 
 def folder_name(label: str) -> str | None:
-    """The training-layout folder of a stored label; None for ``not-a-seedling`` (not a species)."""
+    """The training-layout folder of a stored label; None for ``not-a-seedling`` (not a species). Checked again
+    here, not only when the service stored it: a row written by other means must not name a path (LabelError)."""
     if label == NOT_A_SEEDLING:
         return None
-    return label[len(OTHER):] if label.startswith(OTHER) else label
+    return check_name(label[len(OTHER):] if label.startswith(OTHER) else label)
 
 
 def _known(name: str, classes) -> str | None:
