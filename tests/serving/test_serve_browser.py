@@ -212,3 +212,30 @@ def test_new_species_typed_and_a_bad_name_explained(feedback_page, feedback_serv
     card.locator(".feedback-form button[type=submit]").click()
     card.locator(".thanks").wait_for(state="visible", timeout=30_000)
     assert "other:Common Poppy" in {v.label for v in Store(url).votes()}
+
+
+def test_confirming_a_right_answer_is_a_vote(feedback_page, feedback_server):
+    """"Right" stores the photo with the model's own answer (what `feedback stats` counts as agreement); a photo
+    the model calls unknown has nothing to confirm. The predictions are fixed here, the feedback is real."""
+    from seedlings.feedback.store import Store
+
+    _, url = feedback_server
+    species = feedback_page.locator("#species-list dt").first.text_content()  # in a closed <details>
+    assert species
+
+    def answer(unknown: bool) -> dict:
+        return {"predictions": [{"species": species, "confidence": 0.9, "unknown": unknown,
+                                 "top_k": [{"species": species, "probability": 0.9}]}],
+                "model": {"name": "m", "version": "1"}}
+
+    feedback_page.route("**/v1/predict*", lambda route: route.fulfill(json=answer(True)))
+    odd = _identify(feedback_page, "odd.png", png_bytes(fmt="PNG", compress_level=2))
+    assert odd.locator(".confirm").count() == 0
+    feedback_page.unroute("**/v1/predict*")
+    feedback_page.route("**/v1/predict*", lambda route: route.fulfill(json=answer(False)))
+    card = _identify(feedback_page, "fine.png", png_bytes(fmt="PNG", compress_level=3))
+    card.locator(".confirm").click()
+    card.locator(".thanks").wait_for(state="visible", timeout=30_000)
+    assert card.locator(".confirm").count() == 0 and card.locator(".feedback").count() == 0
+    votes = [v for v in Store(url).votes() if v.label == species and v.predicted == species and v.model_version == "1"]
+    assert len(votes) == 1, [(v.label, v.predicted, v.model_version) for v in Store(url).votes()]

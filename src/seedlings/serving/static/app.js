@@ -116,6 +116,13 @@ function addFeedback(card, prediction, file, version) {
     event.preventDefault();
     sendFeedback(slot, form, file, prediction, version);
   });
+  // A confirmation is a vote too: it is what `seedlings feedback stats` counts as agreement.
+  const confirm = slot.querySelector(".confirm");
+  if (prediction.unknown) {
+    confirm.parentElement.remove();
+  } else {
+    confirm.addEventListener("click", () => sendFeedback(slot, form, file, prediction, version, prediction.species));
+  }
 }
 
 function chosenLabel(form) {
@@ -128,9 +135,9 @@ function chosenLabel(form) {
   return "not-a-seedling";
 }
 
-async function sendFeedback(slot, form, file, prediction, version) {
+async function sendFeedback(slot, form, file, prediction, version, confirmed) {
   const error = form.querySelector(".feedback-error");
-  const label = chosenLabel(form);
+  const label = confirmed || chosenLabel(form);
   if (!label) {
     error.textContent = "Type the name of the species, or pick another answer.";
     error.hidden = false;
@@ -142,13 +149,14 @@ async function sendFeedback(slot, form, file, prediction, version) {
   body.append("predicted", prediction.species);
   body.append("confidence", String(prediction.confidence));
   if (version) body.append("model_version", version);
-  const button = form.querySelector("button");
-  button.disabled = true;
+  const buttons = slot.querySelectorAll("button");
+  for (const b of buttons) b.disabled = true;
   try {
     const response = await fetch("/v1/feedback", { method: "POST", body, headers: authHeaders() });
     if (!response.ok) {
       error.textContent = await errorMessage(response);
       error.hidden = false;
+      slot.querySelector(".feedback").open = true;  // where the message shows
       return;
     }
     const shown = label.startsWith("other:") ? label.slice(6) : label.replace("not-a-seedling", "not a seedling");
@@ -156,11 +164,13 @@ async function sendFeedback(slot, form, file, prediction, version) {
     thanks.textContent = `Thank you: saved as \u201c${shown}\u201d. This photo is kept to improve the model.`;
     thanks.hidden = false;
     slot.querySelector(".feedback").remove();
+    const row = slot.querySelector(".confirm-row");
+    if (row) row.remove();
   } catch (err) {
     error.textContent = "Could not reach the server: check the connection and try again.";
     error.hidden = false;
   } finally {
-    button.disabled = false;
+    for (const b of buttons) b.disabled = false;
   }
 }
 
