@@ -54,14 +54,11 @@ def unique(photo: bytes, i: int) -> bytes:
     return photo[:33] + chunk + photo[33:]  # 8-byte signature + 25-byte IHDR chunk, then ours
 
 
-async def _user(url: str, requests: list[bytes], counter, latencies: list[float], statuses: list[int],
-                stop: threading.Event | None) -> None:
+async def _user(url: str, requests: list[bytes], counter, latencies: list[float], statuses: list[int]) -> None:
     host, port = url.split("//")[1].split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         for i in counter:
-            if stop is not None and stop.is_set():
-                return
             head, seconds = await exchange(reader, writer, requests[i % len(requests)])
             latencies.append(seconds)
             statuses.append(int(head[9:12]))
@@ -69,13 +66,12 @@ async def _user(url: str, requests: list[bytes], counter, latencies: list[float]
         writer.close()
 
 
-def feedback_load(url: str, requests: list[bytes], n: int, concurrency: int,
-                  stop: threading.Event | None = None) -> dict:
+def feedback_load(url: str, requests: list[bytes], n: int, concurrency: int) -> dict:
     latencies, statuses = [], []
-    counter = iter(range(n)) if stop is None else iter(range(10**9))
+    counter = iter(range(n))
 
     async def main():
-        await asyncio.gather(*(_user(url, requests, counter, latencies, statuses, stop) for _ in range(concurrency)))
+        await asyncio.gather(*(_user(url, requests, counter, latencies, statuses) for _ in range(concurrency)))
 
     started = time.perf_counter()
     asyncio.run(main())
