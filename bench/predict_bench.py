@@ -1,13 +1,15 @@
 """Batch prediction speed: today's single-process `seedlings predict`, the Parquet path with 0, 1 and 2 decoding
-workers, side by side on the same photos and model, in one run, with the CPU printed.
+workers, and the HTTP service, side by side on the same photos and model, in one run, with the CPU printed.
 
     python bench/predict_bench.py [--data DIR] [--model MODEL_DIR] [--images N] [--rounds R]
 
-Each configuration runs as a fresh `python -m seedlings predict` process (start-up, model load and worker
-spawn included, as a user sees it), on the first N photos of --data (symbolic links in a temporary folder,
-never copies), R rounds interleaved; the best round is kept. The HTTP service's figure on the same model comes
-from bench/serve_bench.py (docs/serving.md): compare with its images/s at concurrency 16. Figures are printed,
-never asserted: they depend on the machine and what else runs on it.
+Each `predict` configuration runs as a fresh `python -m seedlings predict` process (start-up, model load and
+worker spawn included, as a user sees it), on the first N photos of --data (symbolic links in a temporary
+folder, never copies). The service (`seedlings serve`, its defaults: micro-batching, 2 threads) is started
+fresh too and sent the same N photos, 16 requests in flight on keep-alive connections (bench/serve_bench.py's
+low-CPU client): its row counts from the start of the process to the last answer, like the others; the line
+under it gives the answers alone (the service already warm). R rounds interleaved; the best round is kept.
+Figures are printed, never asserted: they depend on the machine and what else runs on it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def serve_once(model_dir: Path | None, photos: list[bytes], concurrency: int = 16) -> tuple[float, float]:
+    """(seconds from starting `seedlings serve` to its last answer, seconds of the answers alone)."""
+    from serve_bench import Server, load
+
+    from seedlings.inference import resolve_model_dir
+
+    started = time.perf_counter()
+    server = Server(resolve_model_dir(model_dir))
+    try:
+        answering = time.perf_counter()
+        r = load(server.url, photos, len(photos), concurrency)
+        if r["errors"]:
+            raise SystemExit(f"the service answered {r['errors']} of {len(photos)} requests with an error")
+        return time.perf_counter() - started, time.perf_counter() - answering
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -70,16 +90,24 @@ def main() -> None:
         configs = {"predict (today: one process, table)": base + ["--format", "json"],
                    **{f"predict --out, {w} decoding worker(s)": base + ["--out", f"{tmp}/out-{w}", "--workers", str(w)]
                       for w in (0, 1, 2)}}
-        best = {name: float("inf") for name in configs}
+        served = "serve, 16 in flight (HTTP, multipart)"
+        best = {name: float("inf") for name in [*configs, served]}
+        answers = float("inf")
+        photo_bytes = [p.read_bytes() for p in sorted(photos.rglob("*.png"))]
         for _ in range(args.rounds):
             for name, cmd in configs.items():
                 for leftover in Path(tmp).glob("out-*"):  # every round predicts everything again
                     subprocess.run(["rm", "-rf", str(leftover)], check=True)
                 best[name] = min(best[name], timed(cmd))
-        print(f"{n} photos from {args.data}, best of {args.rounds} rounds, a fresh process each:")
+            total, alone = serve_once(args.model, photo_bytes)
+            best[served], answers = min(best[served], total), min(answers, alone)
+        print(f"{n} photos from {args.data}, best of {args.rounds} rounds, a fresh process each "
+              "(start-up and model load included):")
         today = best[next(iter(best))]
         for name, seconds in best.items():
             print(f"  {name:<40} {seconds:6.1f} s  {n / seconds:6.1f} images/s  {today / seconds:4.2f}× today")
+        print(f"  {'  of which the answers, service warm':<40} {answers:6.1f} s  {n / answers:6.1f} images/s  "
+              f"{today / answers:4.2f}× today")
     print(cpu_line().split(";")[1].strip())
 
 
