@@ -48,6 +48,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
+    teacher: str | None = None  # an oof.csv (or val_predictions.csv): soft labels for every training image
+    teacher_weight: float = 0.5  # α: target = (1 − α)·one-hot + α·teacher's probabilities (needs --teacher)
     mixup: float = 0.0  # Beta(α, α) of mixup; 0 = off
     cutmix: float = 0.0  # Beta(α, α) of CutMix; 0 = off (with both on, each batch takes one at random)
     drop_path: float = 0.0  # stochastic depth rate of the backbone's residual blocks
@@ -88,6 +90,7 @@ class TrainConfig:
                    f"between {IMAGE_SIZES[0]} and {IMAGE_SIZES[1]}"),
                   ("lr", self.lr > 0, "> 0"), ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("teacher_weight", 0 <= self.teacher_weight <= 1, "in [0, 1]"),
                   ("mixup", self.mixup >= 0, "≥ 0"), ("cutmix", self.cutmix >= 0, "≥ 0"),
                   ("drop_path", 0 <= self.drop_path < 1, "in [0, 1)"),
                   ("backbone_lr", 0 <= self.backbone_lr <= 10, "in [0, 10]"),
@@ -97,6 +100,9 @@ class TrainConfig:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
         self._check_folds()
+        if self.teacher is not None and not str(self.teacher).strip():
+            raise UsageError("--teacher '': empty; name the oof.csv of a `seedlings train --folds K` run, or drop "
+                             "--teacher")
         if self.freeze_epochs and not (self.pretrained or self.weights or self.init):
             raise UsageError(f"--freeze-epochs {self.freeze_epochs}: freezing only makes sense for learned "
                              "layers; add --pretrained, --weights or --init, or drop --freeze-epochs")

@@ -29,6 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, dest="warmup_epochs",
                    help="linear warm-up of the learning rate, then cosine decay")
     p.add_argument("--label-smoothing", type=float, dest="label_smoothing", help="label smoothing of the loss")
+    p.add_argument("--teacher", metavar="FILE",
+                   help="distil from out-of-fold predictions: an oof.csv of `train --folds K` (or a "
+                        "val_predictions.csv) with a row for every training image; each image's target mixes its "
+                        "label with that row's probabilities (classes matched by name)")
+    p.add_argument("--teacher-weight", type=float, dest="teacher_weight", metavar="A",
+                   help="α of --teacher: target = (1 − α)·one-hot label + α·teacher's probabilities, α in [0, 1] "
+                        "(no effect without --teacher)")
     p.add_argument("--mixup", type=float, help="mixup Beta α (0 = off)")
     p.add_argument("--cutmix", type=float, help="CutMix Beta α (0 = off)")
     p.add_argument("--drop-path", type=float, dest="drop_path", help="stochastic depth rate")
