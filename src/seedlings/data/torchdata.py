@@ -22,17 +22,19 @@ if TYPE_CHECKING:  # the data layer sits below config: annotations only
 
 
 class CachedImages(Dataset):
-    """Rows of the memory-mapped cache as (uint8 H×W×3 tensor, label)."""
+    """Rows of the memory-mapped cache as (uint8 H×W×3 tensor, label), or (image, label, soft label) when
+    ``soft`` gives a probability row per cache row (``train --teacher``): it travels with its image."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray):
-        self.images, self.labels, self.rows = images, labels, np.asarray(rows)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray, soft: np.ndarray | None = None):
+        self.images, self.labels, self.rows, self.soft = images, labels, np.asarray(rows), soft
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int):
         r = int(self.rows[i])
-        return torch.from_numpy(np.array(self.images[r])), int(self.labels[r])
+        image, label = torch.from_numpy(np.array(self.images[r])), int(self.labels[r])
+        return (image, label) if self.soft is None else (image, label, torch.from_numpy(self.soft[r]))
 
 
 def to_model_input(batch: torch.Tensor, spec: PreprocessSpec, channels_last: bool = False) -> torch.Tensor:

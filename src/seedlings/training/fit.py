@@ -52,6 +52,7 @@ from seedlings.training.run_folder import (
     write_run_header,
 )
 from seedlings.training.sampling import WeightedDistributedSampler
+from seedlings.training.teacher import Teacher, check_resumed, read_teacher
 
 
 def train(config: TrainConfig | dict | None = None, resume: bool = False, progress: bool = True,
@@ -121,6 +122,12 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     # Few photos: a recipe counted in epochs takes a handful of steps; --min-steps scales the batch and the
     # epochs to the data set, and says so (off by default: at 16 photos a species it did not measure better).
     cfg = fit_to_data(cfg, len(train_set.rows), env)
+    # Teacher (--teacher): a soft label for every training image from out-of-fold predictions, checked against
+    # this run's classes and labels; a resumed run must read the same bytes it started with (the checkpoint's
+    # sha256), or its targets would change mid-run.
+    teacher = read_teacher(cfg.teacher, data.classes, train_set) if cfg.teacher else None
+    if saved is not None:
+        check_resumed(saved["info"], teacher, run)
 
     # Model: from ImageNet, --weights, --init or scratch; on the device (channels-last is faster for
     # convolutions) before the EMA copies it and the optimizer takes its parameters.
@@ -133,9 +140,10 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         cfg=cfg, env=env, spec=spec, classes=data.classes, train_set=train_set, val_set=val_set, init=init,
         model=model, ema=EMA(model, cfg.ema_decay) if cfg.ema else None,
         optimizer=torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay),
-        loader=make_loader(cfg, env, train_set, len(data.classes)), precision=precision,
+        loader=make_loader(cfg, env, train_set, len(data.classes), teacher), precision=precision,
         scaler=torch.amp.GradScaler(env.device.split(":")[0], enabled=precision == "fp16"),
-        class_weights=class_weights(cfg, train_set, len(data.classes), env.device))
+        class_weights=class_weights(cfg, train_set, len(data.classes), env.device),
+        teacher=teacher.record(cfg.teacher_weight) if teacher else None)
     # A resumed run puts back the checkpoint's weights, EMA, optimizer, step and best score, and goes on
     # with the next epoch: the schedule, the shuffles and the augmentations continue where they stopped.
     first_epoch = restore(state, saved) if saved is not None else 0
@@ -309,10 +317,13 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def make_loader(cfg: TrainConfig, env: D.DistEnv, train_set: Subset, num_classes: int) -> DataLoader:
-    """Batches of this process's share of the training images: ``batch_size`` is global, split across processes."""
+def make_loader(cfg: TrainConfig, env: D.DistEnv, train_set: Subset, num_classes: int,
+                teacher: Teacher | None = None) -> DataLoader:
+    """Batches of this process's share of the training images: ``batch_size`` is global, split across processes.
+    With a teacher each image brings its soft-label row along, so the shuffles are the same as without."""
     per_rank = max(1, cfg.batch_size // env.world_size)
-    dataset = CachedImages(train_set.images, train_set.labels, train_set.rows)
+    dataset = CachedImages(train_set.images, train_set.labels, train_set.rows,
+                           teacher.probs if teacher else None)
     if cfg.balance == "sampler":
         sampler = WeightedDistributedSampler(train_set.labels[train_set.rows], num_classes, env.world_size,
                                              env.rank, cfg.seed)

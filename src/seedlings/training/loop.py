@@ -114,6 +114,7 @@ class TrainState:
     precision: str  # fp32 | bf16 | fp16 (choose_precision's answer to cfg.precision)
     scaler: torch.amp.GradScaler  # loss scaling; only enabled for fp16
     class_weights: torch.Tensor | None  # --balance loss
+    teacher: dict | None = None  # --teacher: file, sha256, α (model.json's training.teacher); rows ride the batches
 
     step: int = 0  # optimizer steps taken: the learning-rate schedule's position
     epoch: int = 0  # the epoch being trained, from 0
@@ -161,9 +162,9 @@ def train_one_epoch(state: TrainState, advance=None) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + state.epoch * 1_009 + env.rank)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     start = time.perf_counter()
-    for batch, labels in state.loader:
+    for batch, labels, *soft in state.loader:  # soft: the teacher's rows of the batch, with --teacher
         lr = _set_learning_rate(state)
-        loss, logits, labels = _train_step(state, batch, labels, gen)
+        loss, logits, labels = _train_step(state, batch, labels, gen, soft[0] if soft else None)
         n = len(labels)
         totals += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n],
                                dtype=torch.float64)
@@ -208,17 +209,24 @@ def freeze_batchnorm(model: torch.nn.Module) -> None:
             m.eval()
 
 
-def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, gen: torch.Generator):
+def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
+                soft: torch.Tensor | None = None):
     """Augment and mix on the device, forward under autocast, backward through the scaler, clip, step,
-    update the EMA. Returns the loss, the logits and the labels on the device."""
+    update the EMA. Returns the loss, the logits and the labels on the device.
+
+    ``soft``: the teacher's probability rows of the batch (--teacher); the target is then each image's row
+    of :func:`soft_targets`, and mixup/CutMix mix those rows as they mix labels."""
     cfg, env = state.cfg, state.env
     x = normalise(augment(batch.to(env.device, non_blocking=True), cfg.augment, gen), state.spec,
                   cfg.channels_last)
     labels = labels.to(env.device)
-    x, partner, lam = mix_batch(x, labels, cfg, gen)
+    target = labels
+    if soft is not None and cfg.teacher_weight > 0:  # α = 0: the plain labels, bit for bit the run without one
+        target = soft_targets(labels, soft.to(env.device), cfg.teacher_weight)
+    x, partner, lam = mix_batch(x, target, cfg, gen)
     with autocast_context(state.precision, env.device):
         logits = state.model(x)
-        loss = _loss(logits, labels, state)
+        loss = _loss(logits, target, state)
         if lam < 1:
             loss = lam * loss + (1 - lam) * _loss(logits, partner, state)
     state.optimizer.zero_grad(set_to_none=True)
@@ -235,14 +243,38 @@ def _train_step(state: TrainState, batch: torch.Tensor, labels: torch.Tensor, ge
     return loss, logits, labels
 
 
-def _loss(logits, labels, state: TrainState):
-    return F.cross_entropy(logits.float(), labels, weight=state.class_weights,
+def _loss(logits, target, state: TrainState):
+    """Cross-entropy against class indices (N) or, with --teacher, probability rows (N×C)."""
+    if target.dim() == 2:
+        return soft_cross_entropy(logits.float(), target, state.class_weights, state.cfg.label_smoothing)
+    return F.cross_entropy(logits.float(), target, weight=state.class_weights,
                            label_smoothing=state.cfg.label_smoothing)
+
+
+def soft_targets(labels: torch.Tensor, teacher: torch.Tensor, alpha: float) -> torch.Tensor:
+    """q = (1 − α)·one-hot(label) + α·teacher's probabilities: the label keeps the lead, the teacher says
+    which other species an image resembles."""
+    onehot = F.one_hot(labels, teacher.shape[1]).to(teacher.dtype)
+    return (1 - alpha) * onehot + alpha * teacher
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
+    """−Σ_c q_c·log softmax(logits)_c averaged as F.cross_entropy averages class indices: label smoothing mixes
+    q with the uniform distribution; with class weights w each term is weighted by w_c and the sum divided by
+    Σ_i Σ_c w_c·q_ic (for a one-hot q: Σ_i w_label, PyTorch's weighted mean; its probability targets would
+    divide by N instead, so --balance loss would weigh differently with a teacher than without)."""
+    logp = F.log_softmax(logits, dim=1)
+    smoothed = target * (1 - label_smoothing) + label_smoothing / target.shape[1] if label_smoothing else target
+    if weight is None:
+        return -(smoothed * logp).sum(1).mean()
+    return -(smoothed * logp * weight).sum() / (target * weight).sum()
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, cfg, gen: torch.Generator):
     """Mixup or CutMix (one of them per batch when both are on): the mixed batch, the partner labels
-    and the weight λ of the original labels. λ = 1 (nothing mixed) when both are off."""
+    and the weight λ of the original labels. λ = 1 (nothing mixed) when both are off. ``labels`` may be
+    class indices (N) or probability rows (N×C, --teacher): the partners are the same rows either way."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return x, labels, 1.0
     use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or torch.rand(1, generator=gen).item() < 0.5)

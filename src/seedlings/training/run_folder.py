@@ -3,6 +3,7 @@
     config.yaml, classes.json, split.json   written once, before the first epoch
     metrics.jsonl                           a row per epoch (rewritten: a redone epoch replaces its row)
     checkpoint.safetensors                  after every epoch: weights, EMA, optimizer, step, epoch, best
+                                            (and --teacher's sha256: a resume must read the same file)
     weights.safetensors                     the best epoch's scored weights (the EMA's when it is on)
     model.json, report.json, plots          when training finishes (fit.finish)
     val_predictions.csv                     the same: file, true, calibrated probability of each class,
@@ -77,7 +78,8 @@ def save_epoch(state: TrainState, row: dict, write_weights: bool) -> None:
     append_metrics(run / "metrics.jsonl", row)
     save_checkpoint(run / CHECKPOINT, state.raw_model, state.ema, state.optimizer,
                     {"epoch": state.epoch, "step": state.step, "best": state.best, "trained_s": state.trained_s,
-                     "ema_steps": state.ema.steps if state.ema is not None else 0})
+                     "ema_steps": state.ema.steps if state.ema is not None else 0,
+                     **({"teacher_sha256": state.teacher["sha256"]} if state.teacher else {})})
 
 
 def append_metrics(path: Path, row: dict) -> None:
@@ -118,5 +120,6 @@ def training_record(state: TrainState, wall: float) -> dict:
     return {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size,
             "precision": state.precision, "device": env.device, "n_train": len(state.train_set.rows),
             "n_val": len(state.val_set.rows), "data": cfg.data if isinstance(cfg.data, list) else str(cfg.data),
-            **({"val_data": str(cfg.val_data)} if cfg.val_data else {}), "command": " ".join(sys.argv),
+            **({"val_data": str(cfg.val_data)} if cfg.val_data else {}),
+            **({"teacher": state.teacher} if state.teacher else {}), "command": " ".join(sys.argv),
             "host_cpus": os.cpu_count()}
