@@ -2,12 +2,15 @@
 
     python bench/oof_compare.py LABEL=CV_DIR [LABEL=CV_DIR …] [--pair A/B] [--png FILE]
 
-CV_DIR: the --out folder of `seedlings train --folds K` (its oof.csv), or an oof.csv itself. Prints, for
+CV_DIR: the --out folder of `seedlings train --folds K` (its oof.csv; while folds are still missing, the
+finished folds' val_predictions.csv), or an oof.csv itself. Prints, for
 each recipe, the out-of-fold micro-F1 (= accuracy), macro-F1, the Black-grass and Loose Silky-bent F1 (the
 pair the models confuse), the number of folds and of images; then each recipe against the first on the
 same images: how many only one of the two gets right, and the exact two-sided McNemar p-value. On 4,027
 images a difference of 0.5 points is some 20 images, which this test can resolve; on one 603-image split
-it could not. Recipes must share the images (the same data, any fold assignment).
+it could not. Recipes must share the images (the same data, any fold assignment); with --common, recipes
+whose finished folds cover different images are compared on the images all of them scored (the table says
+how many).
 """
 
 from __future__ import annotations
@@ -19,36 +22,70 @@ from pathlib import Path
 
 import numpy as np
 
+from seedlings.artifact import VAL_PREDICTIONS
 from seedlings.evaluation.metrics import confusion_matrix, mcnemar, report_from_confusion
 from seedlings.tables import print_table
 from seedlings.training.folds import OOF_CSV, OOF_JSON, read_predictions
+
+
+def _finished_folds(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray, str]:
+    """The finished folds' predictions of a CV folder that has no oof.csv yet."""
+    folds = sorted(path.glob(f"fold-*/{VAL_PREDICTIONS}"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not folds:
+        sys.exit(f"{path}: no {OOF_CSV} and no finished fold (train the folds first: seedlings train --folds K "
+                 f"--out {path})")
+    parts = [read_predictions(f) for f in folds]
+    if any(p[0] != parts[0][0] for p in parts):
+        sys.exit(f"{path}: its folds predict different classes")
+    names = "+".join(f.parent.name.split("-")[1] for f in folds)
+    return (parts[0][0], sum((p[1] for p in parts), []), sum((p[2] for p in parts), []),
+            np.concatenate([p[3] for p in parts]), f"{len(folds)} ({names})")
 
 
 def load(spec: str) -> tuple[str, dict]:
     label, _, path = spec.rpartition("=")
     path = Path(path)
     csv_path = path / OOF_CSV if path.is_dir() else path
-    if not csv_path.is_file():
+    folds = None
+    if path.is_dir() and not csv_path.is_file():
+        classes, files, true, probs, folds = _finished_folds(path)
+    elif not csv_path.is_file():
         sys.exit(f"{spec}: no {OOF_CSV} (train the folds first: seedlings train --folds K --out {path})")
-    classes, files, true, probs = read_predictions(csv_path)
+    else:
+        classes, files, true, probs = read_predictions(csv_path)
     order = np.argsort(files)
     meta = json.loads((csv_path.parent / OOF_JSON).read_text()) if (csv_path.parent / OOF_JSON).is_file() else {}
+    if folds is not None:
+        meta = {"folds": folds}
     labels = np.asarray([classes.index(t) for t in true])[order]
     return label or path.name, {"files": [files[i] for i in order], "labels": labels, "classes": classes,
                                 "pred": probs[order].argmax(1), "folds": meta.get("folds", "?")}
 
 
+def _only(r: dict, files: set[str]) -> dict:
+    keep = np.asarray([f in files for f in r["files"]])
+    return {**r, "files": [f for f, k in zip(r["files"], keep) if k], "labels": r["labels"][keep],
+            "pred": r["pred"][keep]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipes", nargs="+", metavar="LABEL=CV_DIR")
+    ap.add_argument("--common", action="store_true",
+                    help="compare on the images every recipe scored (recipes with different finished folds)")
     args = ap.parse_args()
     runs = dict(load(s) for s in args.recipes)
+    if args.common:
+        shared = set.intersection(*(set(r["files"]) for r in runs.values()))
+        if not shared:
+            sys.exit("the recipes scored no image in common")
+        runs = {label: _only(r, shared) for label, r in runs.items()}
     first_label, first = next(iter(runs.items()))
     rows = []
     for label, r in runs.items():
         if r["files"] != first["files"] or r["classes"] != first["classes"]:
             sys.exit(f"{label}: predicts other images or classes than {first_label}; compare recipes trained on "
-                     "the same data")
+                     "the same data (--common: on the images both scored)")
         report = report_from_confusion(confusion_matrix(r["labels"], r["pred"], len(r["classes"])), r["classes"])
         pc = report["per_class"]
         right, right_first = r["pred"] == r["labels"], first["pred"] == first["labels"]

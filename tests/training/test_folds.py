@@ -102,3 +102,47 @@ def test_the_python_api_resolves_the_recipe_as_the_command_line_does():
     assert (cli.model, cli.image_size, cli.epochs, cli.augment.right_angles) == ("efficientnet_lite0", 160, 3, True)
     assert resolve(None, {"data": "d", "out": "o", "folds": 5}).keep == "last"
     assert resolve(None, {"data": "d", "out": "o", "folds": 5, "keep": "best"}).keep == "best"
+
+
+def test_the_fold_benches_score_tta_and_compare_unfinished_recipes_on_common_images(tmp_path):
+    """bench/oof_tta.py rescores each finished fold on its own held-out images (plain = the training's own
+    out-of-fold predictions), and bench/oof_compare.py compares a recipe whose folds are not all finished."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from seedlings.training.fit import train
+    from seedlings.training.folds import read_predictions
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    data = make_dataset(tmp_path / "d", per_class=6)
+    root = train(data=str(data), out=str(tmp_path / "cv"), folds=3, epochs=1, image_size=24, batch_size=8,
+                 threads=1, cache_dir=str(tmp_path / "cache"), progress=False)
+    (root / "fold-0" / "weights.safetensors").unlink()  # kept as predictions only: left out
+    run = subprocess.run([sys.executable, str(bench / "oof_tta.py"), str(root), "--data", str(data),
+                          "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 fold(s) with weights: fold-1, fold-2" in run.stdout
+    classes, files, _, plain = read_predictions(root / "tta-plain.csv")
+    _, tta_files, _, tta = read_predictions(root / "tta.csv")
+    held_out = sorted(f for i in (1, 2) for f in read_predictions(root / f"fold-{i}" / "val_predictions.csv")[1])
+    assert files == tta_files == held_out
+    oof_classes, oof_files, _, oof = read_predictions(root / "oof.csv")
+    same = np.asarray([oof_files.index(f) for f in files])
+    assert classes == oof_classes and np.allclose(plain, oof[same], atol=1e-4)
+    assert not np.allclose(tta, plain, atol=1e-4)  # 8 views averaged, not the plain answer again
+
+    partial = tmp_path / "partial"
+    for i in (0, 1):
+        (partial / f"fold-{i}").mkdir(parents=True)
+        shutil.copy(root / f"fold-{i}" / "val_predictions.csv", partial / f"fold-{i}")
+    compare = [sys.executable, str(bench / "oof_compare.py"), f"all={root}", f"partial={partial}"]
+    refused = subprocess.run(compare, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "--common" in refused.stderr
+    common = subprocess.run(compare + ["--common"], capture_output=True, text=True, timeout=120)
+    assert common.returncode == 0, common.stderr[-3000:]
+    n = sum(len(read_predictions(partial / f"fold-{i}" / "val_predictions.csv")[1]) for i in (0, 1))
+    line = next(line for line in common.stdout.splitlines() if line.startswith("partial"))
+    assert line.split()[1:4] == ["2", "(0+1)", str(n)]
+    assert line.endswith("0 / 0, p = 1.000")  # the same predictions as `all` on those images

@@ -15,7 +15,7 @@ from tests.helpers import SYNTH_CLASSES, make_dataset
 
 from seedlings.data import Subset
 from seedlings.errors import SeedlingsError, UsageError
-from seedlings.training.folds import _write_csv
+from seedlings.training.folds import write_predictions
 from seedlings.training.loop import _loss, mix_batch, soft_cross_entropy, soft_targets
 from seedlings.training.teacher import read_teacher
 
@@ -122,7 +122,7 @@ def _oof(path, files=None, classes=CLASSES, true=None, probs=None):
     files = subset.files if files is None else files
     true = [CLASSES[int(subset.labels[subset.files.index(f)])] for f in files] if true is None else true
     probs = np.stack([_probs(classes.index(t), len(classes)) for t in true]) if probs is None else probs
-    _write_csv(path, classes, files, true, probs)
+    write_predictions(path, classes, files, true, probs)
     return path
 
 
@@ -272,7 +272,7 @@ def _data_teacher(tmp_path, per_class=5):
 
 
 def _write_oof(path, classes, files, true, probs):
-    _write_csv(path, classes, files, true, probs)
+    write_predictions(path, classes, files, true, probs)
     return path
 
 

@@ -99,7 +99,7 @@ def write_oof(root: Path) -> dict:
                              "different --split-seed or --folds values")
     probs_all = np.concatenate(probs)
     order = np.argsort(files)
-    _write_csv(root / OOF_CSV, classes, [files[i] for i in order], [true[i] for i in order], probs_all[order])
+    write_predictions(root / OOF_CSV, classes, [files[i] for i in order], [true[i] for i in order], probs_all[order])
     labels = np.asarray([classes.index(t) for t in true])
     report = report_from_confusion(confusion_matrix(labels, probs_all.argmax(1), len(classes)), classes)
     summary = {"n": report["n"], "folds": len(folds), "f1_micro": report["f1_micro"],
@@ -125,7 +125,8 @@ def per_epoch(folds: list[Path]) -> list[dict]:
     return [{"epoch": e, "f1_micro": correct[e] / seen[e]} for e in sorted(seen) if seen[e] == total]
 
 
-def _write_csv(path: Path, classes: list[str], files: list[str], true: list[str], probs: np.ndarray) -> None:
+def write_predictions(path: Path, classes: list[str], files: list[str], true: list[str], probs: np.ndarray) -> None:
+    """An oof.csv-format file: file,true,predicted and one probability column per class."""
     lines = [",".join(_quote(x) for x in ["file", "true", "predicted", *classes])]
     for f, t, p in zip(files, true, probs):
         lines.append(",".join([_quote(f), _quote(t), _quote(classes[int(p.argmax())]), *(f"{x:.6g}" for x in p)]))
