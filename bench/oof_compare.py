@@ -1,6 +1,6 @@
 """Compare recipes on their out-of-fold predictions: every labelled image, each scored by a model that never saw it.
 
-    python bench/oof_compare.py LABEL=CV_DIR [LABEL=CV_DIR …] [--pair A/B] [--png FILE]
+    python bench/oof_compare.py LABEL=CV_DIR [LABEL=CV_DIR …] [--common] [--png FILE]
 
 CV_DIR: the --out folder of `seedlings train --folds K` (its oof.csv; while folds are still missing, the
 finished folds' val_predictions.csv), or an oof.csv itself. Prints, for
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("recipes", nargs="+", metavar="LABEL=CV_DIR")
     ap.add_argument("--common", action="store_true",
                     help="compare on the images every recipe scored (recipes with different finished folds)")
+    ap.add_argument("--png", type=Path, help="write the first recipe's out-of-fold confusion matrix here")
     args = ap.parse_args()
     runs = dict(load(s) for s in args.recipes)
     if args.common:
@@ -98,6 +99,14 @@ def main() -> None:
     print_table("out-of-fold predictions", ["recipe", "folds", "images", "micro-F1", "errors", "macro-F1",
                                             "Black-grass F1", "Loose Silky-bent F1",
                                             f"only it / only {first_label} right, McNemar"], rows)
+    if args.png:
+        from seedlings.evaluation.plots import plot_confusion
+
+        first = next(iter(runs.values()))
+        cm = confusion_matrix(first["labels"], first["pred"], len(first["classes"]))
+        plot_confusion(cm, first["classes"], args.png, f"{first_label}: out-of-fold, {len(first['labels'])} "
+                       f"images, {first['folds']} folds")
+        print(f"confusion matrix: {args.png}")
 
 
 if __name__ == "__main__":

@@ -140,8 +140,10 @@ def test_the_fold_benches_score_tta_and_compare_unfinished_recipes_on_common_ima
     compare = [sys.executable, str(bench / "oof_compare.py"), f"all={root}", f"partial={partial}"]
     refused = subprocess.run(compare, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "--common" in refused.stderr
-    common = subprocess.run(compare + ["--common"], capture_output=True, text=True, timeout=120)
+    common = subprocess.run(compare + ["--common", "--png", str(tmp_path / "cm.png")], capture_output=True,
+                            text=True, timeout=120)
     assert common.returncode == 0, common.stderr[-3000:]
+    assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the first recipe's confusion matrix
     n = sum(len(read_predictions(partial / f"fold-{i}" / "val_predictions.csv")[1]) for i in (0, 1))
     line = next(line for line in common.stdout.splitlines() if line.startswith("partial"))
     assert line.split()[1:4] == ["2", "(0+1)", str(n)]
