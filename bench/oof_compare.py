@@ -64,8 +64,9 @@ def load(spec: str) -> tuple[str, dict]:
 
 def _only(r: dict, files: set[str]) -> dict:
     keep = np.asarray([f in files for f in r["files"]])
+    folds = r["folds"] if keep.all() else f"part of {str(r['folds']).split(' ')[0]}"  # some of its folds' images
     return {**r, "files": [f for f, k in zip(r["files"], keep) if k], "labels": r["labels"][keep],
-            "pred": r["pred"][keep]}
+            "pred": r["pred"][keep], "folds": folds}
 
 
 def main() -> None:
