@@ -54,7 +54,8 @@ def load(spec: str) -> tuple[str, dict]:
     else:
         classes, files, true, probs = read_predictions(csv_path)
     order = np.argsort(files)
-    meta = json.loads((csv_path.parent / OOF_JSON).read_text()) if (csv_path.parent / OOF_JSON).is_file() else {}
+    summary = csv_path.parent / OOF_JSON  # beside an oof.csv only (not beside another predictions file)
+    meta = json.loads(summary.read_text()) if csv_path.name == OOF_CSV and summary.is_file() else {}
     if folds is not None:
         meta = {"folds": folds}
     labels = np.asarray([classes.index(t) for t in true])[order]
