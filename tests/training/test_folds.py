@@ -133,6 +133,14 @@ def test_the_fold_benches_score_tta_and_compare_unfinished_recipes_on_common_ima
     assert classes == oof_classes and np.allclose(plain, oof[same], atol=1e-4)
     assert not np.allclose(tta, plain, atol=1e-4)  # 8 views averaged, not the plain answer again
 
+    nested = subprocess.run([sys.executable, str(bench / "nested_folds.py"), str(root), "--fold", "1", "--data",
+                             str(data), "--out", str(tmp_path / "nested")], capture_output=True, text=True, timeout=120)
+    assert nested.returncode == 0, nested.stderr[-3000:]
+    linked = sorted(p.relative_to(tmp_path / "nested").as_posix() for p in (tmp_path / "nested").rglob("*.png"))
+    fold1 = set(read_predictions(root / "fold-1" / "val_predictions.csv")[1])
+    assert linked == sorted(set(oof_files) - fold1) and fold1 <= set(oof_files)  # the outer fold's training images
+    assert all((tmp_path / "nested" / f).is_symlink() for f in linked)  # linked, never copied
+
     partial = tmp_path / "partial"
     for i in (0, 1):
         (partial / f"fold-{i}").mkdir(parents=True)
