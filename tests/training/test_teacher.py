@@ -299,6 +299,16 @@ def test_a_run_with_a_teacher_trains_and_records_it(tmp_path):
     assert load_checkpoint(run / "checkpoint.safetensors")[3]["teacher_sha256"] == record["sha256"]
 
 
+def test_a_missing_teacher_stops_the_run_before_the_data_is_prepared(tmp_path):
+    from seedlings.training.fit import train
+
+    data = make_dataset(tmp_path / "d", per_class=3, size=24)
+    with pytest.raises(SeedlingsError, match="no such file"):
+        train(out=str(tmp_path / "run"), epochs=1, teacher=str(tmp_path / "nope.csv"), **_common(tmp_path, data))
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*")), "the images were prepared before the teacher was read"
+
+
 def test_the_teacher_changes_training_and_alpha_zero_or_no_teacher_does_not(tmp_path):
     """Same seed and data: α = 0 with a teacher, and --teacher-weight without a teacher, give the plain run's
     weights byte for byte (the shuffles and augmentations are untouched); α = 0.5 gives other weights."""

@@ -52,7 +52,7 @@ from seedlings.training.run_folder import (
     write_run_header,
 )
 from seedlings.training.sampling import WeightedDistributedSampler
-from seedlings.training.teacher import Teacher, check_resumed, read_teacher
+from seedlings.training.teacher import Teacher, check_readable, check_resumed, read_teacher
 
 
 def train(config: TrainConfig | dict | None = None, resume: bool = False, progress: bool = True,
@@ -196,6 +196,8 @@ def prepare_data(roots: str | list[str], spec: PreprocessSpec, cfg: TrainConfig,
                  progress: bool) -> PreparedData:
     """The prepared cache of each folder of ``roots``, joined (data/sources.py): the first process of each node
     builds them while the others wait, then they read them."""
+    if cfg.teacher:  # a teacher file that is not there stops the run now, not after minutes of preparing
+        check_readable(cfg.teacher)
     roots = [roots] if isinstance(roots, str) else roots
     options = {"cache_root": cfg.cache_dir, "bad_images": cfg.bad_images}
     if len(roots) > 1:  # a folder joined with others may hold one species (feedback on a single one)

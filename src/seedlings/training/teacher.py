@@ -60,6 +60,12 @@ def read_teacher(path: str | Path, classes: list[str], train_set: Subset) -> Tea
                    used=len(train_set.rows))
 
 
+def check_readable(path: str | Path) -> None:
+    """Before the data is prepared (minutes on a cold cache): a teacher file that is missing, a folder or empty
+    stops the run at once; its contents are checked against the run once the split is known."""
+    _read_bytes(Path(path), f"--teacher {path}")
+
+
 def check_resumed(info: dict, teacher: Teacher | None, run: str | Path) -> None:
     """A resumed run distils from the same bytes it started with (the checkpoint's ``teacher_sha256``), or from
     no teacher when it started without one: soft labels that change mid-run are another run."""
