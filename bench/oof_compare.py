@@ -25,21 +25,17 @@ import numpy as np
 from seedlings.artifact import VAL_PREDICTIONS
 from seedlings.evaluation.metrics import confusion_matrix, mcnemar, report_from_confusion
 from seedlings.tables import print_table
-from seedlings.training.folds import OOF_CSV, OOF_JSON, read_predictions
+from seedlings.training.folds import OOF_CSV, OOF_JSON, fold_dirs, read_folds, read_predictions
 
 
 def _finished_folds(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray, str]:
     """The finished folds' predictions of a CV folder that has no oof.csv yet."""
-    folds = sorted(path.glob(f"fold-*/{VAL_PREDICTIONS}"), key=lambda p: int(p.parent.name.split("-")[1]))
+    folds = [f for f in fold_dirs(path) if (f / VAL_PREDICTIONS).is_file()]
     if not folds:
         sys.exit(f"{path}: no {OOF_CSV} and no finished fold (train the folds first: seedlings train --folds K "
                  f"--out {path})")
-    parts = [read_predictions(f) for f in folds]
-    if any(p[0] != parts[0][0] for p in parts):
-        sys.exit(f"{path}: its folds predict different classes")
-    names = "+".join(f.parent.name.split("-")[1] for f in folds)
-    return (parts[0][0], sum((p[1] for p in parts), []), sum((p[2] for p in parts), []),
-            np.concatenate([p[3] for p in parts]), f"{len(folds)} ({names})")
+    classes, files, true, probs, _ = read_folds(folds)
+    return classes, files, true, probs, f"{len(folds)} ({'+'.join(f.name.split('-')[1] for f in folds)})"
 
 
 def load(spec: str) -> tuple[str, dict]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from seedlings.api import load_model
 from seedlings.evaluation.report import evaluate
-from seedlings.training.folds import write_predictions
+from seedlings.training.folds import fold_dirs, write_predictions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 
@@ -33,9 +33,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    folds = sorted((p for p in args.cv_dir.glob("fold-*")
-                    if (p / "weights.safetensors").is_file() and (p / "model.json").is_file()),  # finished
-                   key=lambda p: int(p.name.split("-")[1]))
+    folds = [p for p in fold_dirs(args.cv_dir)  # finished (model.json written) and still holding their weights
+             if (p / "weights.safetensors").is_file() and (p / "model.json").is_file()]
     if not folds:
         sys.exit(f"{args.cv_dir}: no fold-I/ with its weights (weights.safetensors); train the folds first")
     out = {False: ([], [], []), True: ([], [], [])}

@@ -76,13 +76,9 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], list[str], np.nd
     return classes, [r[0] for r in rows[1:]], [r[1] for r in rows[1:]], probs.reshape(len(rows) - 1, len(classes))
 
 
-def write_oof(root: Path) -> dict:
-    """Gather every fold's validation predictions into oof.csv and its scores into oof.json."""
-    folds = sorted(root.glob("fold-*"), key=lambda p: int(p.name.split("-")[1]))
-    missing = [p.name for p in folds if not (p / VAL_PREDICTIONS).is_file()]
-    if not folds or missing:
-        raise SeedlingsError(f"{root}: folds without predictions ({', '.join(missing) or 'no fold-* folders'}); "
-                             "train them first (seedlings train --folds K --out …)")
+def read_folds(folds: list[Path]) -> tuple[list[str], list[str], list[str], np.ndarray, list[dict]]:
+    """(classes, files, true labels, probabilities, per-fold scores) of these fold runs' validation predictions,
+    in fold order."""
     classes, files, true, probs, per_fold = None, [], [], [], []
     for run in folds:
         c, f, t, p = read_predictions(run / VAL_PREDICTIONS)
@@ -94,10 +90,25 @@ def write_oof(root: Path) -> dict:
         probs.append(p)
         per_fold.append({"fold": run.name, "n": len(f),
                          "f1_micro": float(np.mean(np.asarray(t) == np.asarray(c)[p.argmax(1)]))})
+    return classes, files, true, np.concatenate(probs), per_fold
+
+
+def fold_dirs(root: Path) -> list[Path]:
+    """``root``'s fold-I folders, in the order of I."""
+    return sorted(root.glob("fold-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def write_oof(root: Path) -> dict:
+    """Gather every fold's validation predictions into oof.csv and its scores into oof.json."""
+    folds = fold_dirs(root)
+    missing = [p.name for p in folds if not (p / VAL_PREDICTIONS).is_file()]
+    if not folds or missing:
+        raise SeedlingsError(f"{root}: folds without predictions ({', '.join(missing) or 'no fold-* folders'}); "
+                             "train them first (seedlings train --folds K --out …)")
+    classes, files, true, probs_all, per_fold = read_folds(folds)
     if len(set(files)) != len(files):
         raise SeedlingsError(f"{root}: an image is in the validation fold of two runs; the folds come from "
                              "different --split-seed or --folds values")
-    probs_all = np.concatenate(probs)
     order = np.argsort(files)
     write_predictions(root / OOF_CSV, classes, [files[i] for i in order], [true[i] for i in order], probs_all[order])
     labels = np.asarray([classes.index(t) for t in true])
