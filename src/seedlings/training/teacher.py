@@ -63,7 +63,7 @@ def read_teacher(path: str | Path, classes: list[str], train_set: Subset) -> Tea
 def check_readable(path: str | Path) -> None:
     """Before the data is prepared (minutes on a cold cache): a teacher file that is missing, a folder or empty
     stops the run at once; its contents are checked against the run once the split is known."""
-    _read_bytes(Path(path), f"--teacher {path}")
+    _read_bytes(Path(path), f"--teacher {path}", limit=4096)  # the header is in there; the rest is read later
 
 
 def check_resumed(info: dict, teacher: Teacher | None, run: str | Path) -> None:
@@ -84,12 +84,14 @@ def check_resumed(info: dict, teacher: Teacher | None, run: str | Path) -> None:
 
 # -- reading -----------------------------------------------------------------------------------------------
 
-def _read_bytes(path: Path, where: str) -> bytes:
+def _read_bytes(path: Path, where: str, limit: int = -1) -> bytes:
+    """The file's bytes (its first ``limit`` only, when given: enough to tell it is there and not empty)."""
     if path.is_dir():
         hint = f" (e.g. {path / 'oof.csv'})" if (path / "oof.csv").is_file() else ""
         raise SeedlingsError(f"{where}: is a folder; give the CSV file itself{hint}")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(limit)
     except FileNotFoundError:
         raise SeedlingsError(f"{where}: no such file; give {HOW_TO_MAKE}") from None
     except OSError as exc:
