@@ -107,7 +107,7 @@ def main() -> None:
         for name, seconds in best.items():
             print(f"  {name:<40} {seconds:6.1f} s  {n / seconds:6.1f} images/s  {today / seconds:4.2f}× today")
         print(f"  {'  of which the answers, service warm':<40} {answers:6.1f} s  {n / answers:6.1f} images/s  "
-              f"{today / answers:4.2f}× today")
+              "(no start-up: not comparable with × today)")
     print(cpu_line().split(";")[1].strip())
 
 
