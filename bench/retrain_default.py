@@ -1,6 +1,7 @@
 """Retrain the default model with the shipped recipe; print each stage's wall time and the figures it gives.
 
-    python bench/retrain_default.py [--data DIR] [--out DIR] [--folds K] [--seeds N] [--scratch] [--resume]
+    python bench/retrain_default.py [--data DIR] [--out DIR] [--folds K] [--seeds N] [--distill A] [--final]
+                                    [--scratch] [--resume]
 
 The shipped recipe (since session 9) fine-tunes EfficientNet-Lite0 from its ImageNet weights with the
 fine-tuning recipe (160 px, 10 epochs; `config.FINETUNE`), weight seed 0 on validation split 0, then exports it:
@@ -13,7 +14,12 @@ Stages, each timed:
 1. ``--folds K`` (K ≥ 2): the recipe's K-fold cross-validation first, for every weight seed of ``--seeds``:
    ``seedlings train --folds K --split-seed 0 --seed S --out OUT/cv-sS`` (resumable: finished folds are read),
    then its out-of-fold micro-F1 on every labelled image (`bench/oof_compare.py` compares recipes on them).
-2. the shipped model: trained on the validation split and exported, as above.
+2. ``--distill A`` (needs ``--folds``): the student's K-fold, seed 0, distilled from seed 0's out-of-fold
+   predictions (``--teacher OUT/cv-s0/oof.csv --teacher-weight A``, ``OUT/cv-distill-s0``).
+3. the shipped model: trained on the validation split and exported, as above; with ``--final`` (needs
+   ``--folds``) on every image instead (``--val-fraction 0``), calibrated from the folds of its recipe
+   (``--calibrate-from``: the student's with ``--distill``, else seed 0's; training/final.py), and distilled
+   from the same teacher as the student with ``--distill``.
 
 ``--scratch`` is the previous default instead (resnet10t from scratch at 64 px, 150 epochs, 72 min).
 docs/MODEL_CARD.md quotes the output.
@@ -49,8 +55,14 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=0, help="K-fold cross-validation of the recipe first (e.g. 5)")
     ap.add_argument("--seeds", type=int, default=1, help="weight seeds of the cross-validation (0 … N-1)")
     ap.add_argument("--scratch", action="store_true", help="the previous default: resnet10t from scratch, 64 px")
+    ap.add_argument("--distill", type=float, metavar="A",
+                    help="also the recipe distilled from seed 0's out-of-fold predictions, teacher weight A")
+    ap.add_argument("--final", action="store_true",
+                    help="ship a model trained on every image, calibrated from the recipe's folds")
     ap.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
     args = ap.parse_args()
+    if (args.distill is not None or args.final) and not args.folds:
+        ap.error("--distill and --final need the recipe's folds: add --folds K (e.g. 5)")
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = ["--data", str(args.data), "--split-seed", "0", "--threads", str(os.cpu_count() or 1)]
     recipe += [] if args.scratch else ["--pretrained"]
@@ -65,17 +77,31 @@ def main() -> None:
         print(f"seed {seed}: out-of-fold micro-F1 {summary['f1_micro']:.4f} on {summary['n']} images "
               f"({summary['folds']} folds)", flush=True)
 
+    calibrate_from, teacher = args.out / "cv-s0", []
+    if args.distill is not None:
+        started, cv = time.perf_counter(), args.out / "cv-distill-s0"
+        teacher = ["--teacher", str(args.out / "cv-s0" / "oof.csv"), "--teacher-weight", str(args.distill)]
+        seedlings(["train", *recipe, *teacher, "--seed", "0", "--folds", str(args.folds), "--out", str(cv)],
+                  Path(f"{cv}.log"))
+        summary = json.loads((cv / "oof.json").read_text())
+        stages.append((f"{args.folds}-fold cross-validation, distilled", time.perf_counter() - started))
+        print(f"distilled: out-of-fold micro-F1 {summary['f1_micro']:.4f} on {summary['n']} images (soft labels "
+              f"from teacher folds that saw the scored fold: read with the leak caveat)", flush=True)
+        calibrate_from = cv
+
     started, run, model = time.perf_counter(), args.out / "m0", args.out / "model"
-    seedlings(["train", *recipe, "--seed", "0", "--out", str(run), *(["--resume"] if args.resume else [])],
-              Path(f"{run}.log"))
-    stages.append(("train the shipped model", time.perf_counter() - started))
+    every_image = ["--val-fraction", "0", "--calibrate-from", str(calibrate_from)] if args.final else []
+    seedlings(["train", *recipe, *teacher, *every_image, "--seed", "0", "--out", str(run),
+               *(["--resume"] if args.resume else [])], Path(f"{run}.log"))
+    stages.append(("train the shipped model" + (" on every image" if args.final else ""),
+                   time.perf_counter() - started))
     started = time.perf_counter()
     seedlings(["export", str(run), "--out", str(model)])
     stages.append(("export", time.perf_counter() - started))
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     metrics = ModelFile.load(model).metrics
-    print(f"model: validation micro-F1 {metrics['f1_micro']:.4f} (n = {metrics['n']}, best epoch "
+    print(f"model: {metrics['split']} micro-F1 {metrics['f1_micro']:.4f} (n = {metrics['n']}, best epoch "
           f"{metrics['best_epoch']}/{len(rows)}); {(model / 'model.onnx').stat().st_size / 1e6:.1f} MB; "
           f"{sum(r['epoch_s'] for r in rows) / len(rows):.0f} s per epoch")
     for stage, seconds in stages:

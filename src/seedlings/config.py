@@ -61,6 +61,7 @@ class TrainConfig:
     channels_last: bool = True
     val_fraction: float = 0.15
     val_data: str | None = None  # a separate labelled folder for validation instead of a split
+    calibrate_from: str | None = None  # with val_fraction 0: the recipe's K-fold run (training/final.py)
     folds: int = 0  # K ≥ 2: stratified K-fold from --split-seed instead of --val-fraction (0 = off)
     fold: int | None = None  # which fold validates (0 … K-1); None with --folds: train every fold in turn
     keep: str = "best"  # best | last: the weights shipped (last: the held-out images choose nothing)
@@ -100,6 +101,7 @@ class TrainConfig:
             if not ok:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be {rule}")
         self._check_folds()
+        self._check_calibrate_from()
         if self.teacher is not None and not str(self.teacher).strip():
             raise UsageError("--teacher '': empty; name the oof.csv of a `seedlings train --folds K` run, or drop "
                              "--teacher")
@@ -142,6 +144,16 @@ class TrainConfig:
             raise UsageError(f"--fold {self.fold}: must be in 0 … {self.folds - 1} (--folds {self.folds})")
         if self.val_data:
             raise UsageError("--folds splits --data into folds; it cannot be combined with --val-data")
+
+    def _check_calibrate_from(self) -> None:
+        if self.calibrate_from is None:
+            return
+        if not str(self.calibrate_from).strip():
+            raise UsageError("--calibrate-from '': empty; name the `seedlings train --folds K` run of this recipe")
+        if self.val_fraction != 0 or self.val_data or self.folds:
+            raise UsageError("--calibrate-from calibrates a model trained on every image: use it with "
+                             "--val-fraction 0 (no --val-data, no --folds); a run that holds images out "
+                             "calibrates on them")
 
     def _init_backbone(self) -> str:
         """The backbone to train: ``--init MODEL_DIR``'s (a different --model is a contradiction), else --model."""

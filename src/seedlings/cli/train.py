@@ -44,8 +44,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="arithmetic (auto: bf16 on GPUs and CPUs with AMX/AVX512-BF16, fp16 on older GPUs, else fp32)")
     p.add_argument("--val-fraction", type=float, dest="val_fraction",
-                   help="share of each species held out for validation")
+                   help="share of each species held out for validation (0: every image trains and the last "
+                        "epoch ships; see --calibrate-from)")
     p.add_argument("--val-data", dest="val_data", help="separate labelled folder for validation")
+    p.add_argument("--calibrate-from", dest="calibrate_from", metavar="CV_DIR",
+                   help="with --val-fraction 0 (every image trains): take the temperature, the 'not a seedling' "
+                        "thresholds and the reported accuracy from this `train --folds K` run of the same recipe "
+                        "and data (its out-of-fold predictions)")
     p.add_argument("--folds", type=int, help="stratified K-fold cross-validation (from --split-seed): with --fold I "
                                               "trains fold I; alone, trains every fold in --out/fold-I "
                                               "(resumable) and writes the out-of-fold predictions")

@@ -23,15 +23,17 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[Calibration
     """The temperature minimising validation NLL, and the max-probability threshold that flags
     ``UNKNOWN_FALSE_REJECT`` of the validation images as unknown."""
     n = len(labels)
-    t = fit_temperature(logits, labels) if n else 1.0
+    if not n:  # nothing to fit on: no scaling, nothing flagged, and model.json says so
+        return Calibration(1.0, {"fitted_on": "none", "n": 0}), UnknownRule(threshold=0.0, extra={"fitted_on": "none"})
+    t = fit_temperature(logits, labels)
     probs = softmax(logits, t)
-    thr = unknown_threshold(probs.max(axis=1), UNKNOWN_FALSE_REJECT) if n else 0.0
-    calibration = Calibration(t, {"ece_before": expected_calibration_error(softmax(logits), labels) if n else 0.0,
-                                  "ece_after": expected_calibration_error(probs, labels) if n else 0.0,
+    thr = unknown_threshold(probs.max(axis=1), UNKNOWN_FALSE_REJECT)
+    calibration = Calibration(t, {"ece_before": expected_calibration_error(softmax(logits), labels),
+                                  "ece_after": expected_calibration_error(probs, labels),
                                   "fitted_on": "validation", "n": int(n)})
     rule = UnknownRule(threshold=thr, extra={
         "target_false_reject_validation": UNKNOWN_FALSE_REJECT,
-        "false_reject_validation": float((probs.max(axis=1) < thr).mean()) if n else 0.0})
+        "false_reject_validation": float((probs.max(axis=1) < thr).mean())})
     return calibration, rule
 
 

@@ -118,9 +118,11 @@ def fit(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> 
 
 
 def distances(centres: np.ndarray, whiten: np.ndarray, feats: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance to the nearest class."""
+    """Squared Mahalanobis distance to the nearest class (‖z‖² − 2 z·c + ‖c‖², as the graph computes it: an
+    images × classes matrix, never images × classes × features)."""
     z = feats @ whiten
-    return ((z[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+    d = (z * z).sum(1, keepdims=True) - 2 * z @ centres.T + (centres * centres).sum(1)
+    return np.maximum(d.min(1), 0.0)
 
 
 def _signed_root(feats: np.ndarray) -> np.ndarray:
@@ -164,32 +166,85 @@ def fit_run(model, train_set, val_set, spec, num_classes: int, run: Path, *, cal
             rule: UnknownRule) -> UnknownRule:
     """Fit on the run's training images; scale both distances and set the threshold on its validation
     images, given the max-probability ``rule`` (under ``calibration``) already in force; save the file.
-    Returns ``rule`` with the distance threshold added."""
+    Returns ``rule`` with the distance threshold added. The distances' quantiles on the training images are
+    recorded too: beside the validation ones they say how much farther new photos lie (training/final.py)."""
     val_feats, val_logits = features_logits(model, val_set.images, val_set.rows, spec, num_classes)
-    feats = features(model, train_set.images, train_set.rows, spec)
-    labels = train_set.labels[train_set.rows]
-    centres, whiten = fit(feats, labels, num_classes)
-    directions = fit_directions(feats, labels, num_classes)
+    detector = Detector.fit(model, train_set, spec, num_classes)
     scales = np.ones(2)
     if len(val_feats):
-        scales = np.array([np.quantile(distances(centres, whiten, val_feats), SCALE_QUANTILE),
-                           np.quantile(cosine_distances(directions, val_feats), SCALE_QUANTILE)])
-        scales = np.maximum(scales, 1e-9)
-    val = combined(centres, whiten, directions, scales, val_feats) if len(val_feats) else np.zeros(0)
+        scales = np.maximum(detector.quantiles(val_feats), 1e-9)
+    val = combined(*detector.stats, scales, val_feats) if len(val_feats) else np.zeros(0)
     unsure = rule.signals(calibration.probabilities(val_logits))[0] if len(val) else np.zeros(0, bool)
     threshold = budget_threshold(val, unsure)
-    tensors = {name: torch.from_numpy(np.asarray(a)).float().contiguous()
-               for name, a in (("centres", centres), ("whiten", whiten), ("directions", directions),
-                               ("scales", scales))}
-    atomic_write(run / NOVELTY, lambda tmp: save_file(tensors, tmp))
+    detector.save(run, scales)
     how = {"target_false_reject_validation_total": TOTAL_FALSE_REJECT,
            "false_reject_validation_total": float((unsure | (val > threshold)).mean()) if len(val) else 0.0,
            "distance_false_reject_validation": float((val > threshold).mean()) if len(val) else 0.0,
            "distance_scales": {"mahalanobis": float(scales[0]), "cosine": float(scales[1]),
                                "quantile": SCALE_QUANTILE},
-           "distance_fitted_on": f"{len(train_set.rows)} training images"}
+           **detector.record()}
     return dataclasses.replace(rule, method=UNKNOWN_METHOD, distance_threshold=threshold,
                                extra={**rule.extra, **how})
+
+
+def fit_final(model, train_set, spec, num_classes: int, run: Path, *, rule: UnknownRule, ratio: np.ndarray,
+              threshold: float, source: dict) -> UnknownRule:
+    """A run without validation images (training/final.py): fit on all its images, scale each distance by their
+    own quantile times ``ratio`` (how much farther its recipe's folds found new photos), and take the folds'
+    ``threshold``; save the file. Returns ``rule`` with the distance threshold added."""
+    detector = Detector.fit(model, train_set, spec, num_classes)
+    scales = np.maximum(detector.train_quantiles * np.asarray(ratio, dtype=np.float64), 1e-9)
+    detector.save(run, scales)
+    how = {"target_false_reject_validation_total": TOTAL_FALSE_REJECT,
+           "distance_scales": {"mahalanobis": float(scales[0]), "cosine": float(scales[1]),
+                               "quantile": SCALE_QUANTILE, "from": "training quantiles × the folds' median "
+                                                                    "held-out/training ratio",
+                               "ratio": {"mahalanobis": float(ratio[0]), "cosine": float(ratio[1])}},
+           "distance_threshold_from": source, **detector.record()}
+    return dataclasses.replace(rule, method=UNKNOWN_METHOD, distance_threshold=float(threshold),
+                               extra={**rule.extra, **how})
+
+
+@dataclasses.dataclass
+class Detector:
+    """Class centres, whitening and directions fitted on a run's training images, with the distances'
+    ``SCALE_QUANTILE`` on those same images."""
+
+    centres: np.ndarray
+    whiten: np.ndarray
+    directions: np.ndarray
+    train_quantiles: np.ndarray  # (Mahalanobis, cosine)
+    n: int
+
+    @classmethod
+    def fit(cls, model, train_set, spec, num_classes: int) -> Detector:
+        feats = features(model, train_set.images, train_set.rows, spec)
+        labels = train_set.labels[train_set.rows]
+        centres, whiten = fit(feats, labels, num_classes)
+        directions = fit_directions(feats, labels, num_classes)
+        detector = cls(centres, whiten, directions, np.ones(2), len(feats))
+        if len(feats):
+            detector.train_quantiles = np.maximum(detector.quantiles(feats), 1e-9)
+        return detector
+
+    @property
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.centres, self.whiten, self.directions
+
+    def quantiles(self, feats: np.ndarray) -> np.ndarray:
+        return np.array([np.quantile(distances(self.centres, self.whiten, feats), SCALE_QUANTILE),
+                         np.quantile(cosine_distances(self.directions, feats), SCALE_QUANTILE)])
+
+    def record(self) -> dict:
+        return {"distance_train_quantiles": {"mahalanobis": float(self.train_quantiles[0]),
+                                             "cosine": float(self.train_quantiles[1]), "quantile": SCALE_QUANTILE},
+                "distance_fitted_on": f"{self.n} training images"}
+
+    def save(self, run: Path, scales: np.ndarray) -> None:
+        tensors = {name: torch.from_numpy(np.asarray(a)).float().contiguous()
+                   for name, a in (("centres", self.centres), ("whiten", self.whiten),
+                                   ("directions", self.directions), ("scales", scales))}
+        atomic_write(run / NOVELTY, lambda tmp: save_file(tensors, tmp))
 
 
 def wrap(model, path: Path):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seedlings.artifact import NOVELTY, SPLIT, VAL_PREDICTIONS, WEIGHTS
+from seedlings.artifact import NOVELTY, SPLIT, VAL_PREDICTIONS, WEIGHTS, Calibration, UnknownRule
 from seedlings.config import TrainConfig, resolve
 from seedlings.data import PreparedData, Split, Subset, fold_split, join, prepare, stratified_split
 from seedlings.data.sources import duplicates_note
@@ -33,6 +33,7 @@ from seedlings.models.init_from import load_init
 from seedlings.preprocess import PreprocessSpec
 from seedlings.progress import bar
 from seedlings.training import distributed as D
+from seedlings.training import final
 from seedlings.training.folds import train_folds
 from seedlings.training.loop import (
     EMA,
@@ -122,6 +123,10 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     # Few photos: a recipe counted in epochs takes a handful of steps; --min-steps scales the batch and the
     # epochs to the data set, and says so (off by default: at 16 photos a species it did not measure better).
     cfg = fit_to_data(cfg, len(train_set.rows), env)
+    # No validation image (--val-fraction 0): nothing can choose an epoch, so the last one ships; the folds of
+    # the same recipe (--calibrate-from) give the temperature, the thresholds and the accuracy reported, read
+    # and checked now so that a wrong folder stops the run before it trains (training/final.py).
+    cfg, evidence = without_validation(cfg, env, data, len(val_set.rows))
     # Teacher (--teacher): a soft label for every training image from out-of-fold predictions, checked against
     # this run's classes and labels; a resumed run must read the same bytes it started with (the checkpoint's
     # sha256), or its targets would change mid-run.
@@ -143,7 +148,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         loader=make_loader(cfg, env, train_set, len(data.classes), teacher), precision=precision,
         scaler=torch.amp.GradScaler(env.device.split(":")[0], enabled=precision == "fp16"),
         class_weights=class_weights(cfg, train_set, len(data.classes), env.device),
-        teacher=teacher.record(cfg.teacher_weight) if teacher else None)
+        teacher=teacher.record(cfg.teacher_weight) if teacher else None, evidence=evidence)
     # A resumed run puts back the checkpoint's weights, EMA, optimizer, step and best score, and goes on
     # with the next epoch: the schedule, the shuffles and the augmentations continue where they stopped.
     first_epoch = restore(state, saved) if saved is not None else 0
@@ -171,7 +176,7 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
         row = {"epoch": epoch + 1, **stats, "val_loss": val_loss, "val_acc": report["accuracy"],
                "val_f1_micro": report["f1_micro"], "val_f1_macro": report["f1_macro"],
                "epoch_s": time.perf_counter() - started, "world_size": env.world_size, "precision": precision}
-        improved = report["f1_micro"] > state.best["f1_micro"]
+        improved = len(val_set.rows) > 0 and report["f1_micro"] > state.best["f1_micro"]
         if improved:
             state.best = {"f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
                           "accuracy": report["accuracy"], "epoch": epoch + 1}
@@ -198,6 +203,8 @@ def prepare_data(roots: str | list[str], spec: PreprocessSpec, cfg: TrainConfig,
     builds them while the others wait, then they read them."""
     if cfg.teacher:  # a teacher file that is not there stops the run now, not after minutes of preparing
         check_readable(cfg.teacher)
+    if cfg.calibrate_from:  # so does a folds folder that holds no finished fold
+        final.check_folder(cfg.calibrate_from)
     roots = [roots] if isinstance(roots, str) else roots
     options = {"cache_root": cfg.cache_dir, "bad_images": cfg.bad_images}
     if len(roots) > 1:  # a folder joined with others may hold one species (feedback on a single one)
@@ -242,6 +249,27 @@ def check_same_folders(split: Split, data: PreparedData, cfg: TrainConfig) -> No
         raise SeedlingsError(f"--resume: {cfg.out} was trained on {was}, not on --data "
                              f"{', '.join(cfg.data_folders())}; resume with the same --data folders in the same "
                              "order, or start a new run in another --out")
+
+
+def without_validation(cfg: TrainConfig, env: D.DistEnv, data: PreparedData,
+                       n_val: int) -> tuple[TrainConfig, final.FoldEvidence | None]:
+    """A run with validation images is left as it is. Without: the last epoch ships (--keep last), and the
+    folds of --calibrate-from are read (or the run says it will ship uncalibrated, without the unknown flag)."""
+    if n_val:
+        return cfg, None
+    if cfg.keep != "last":
+        D.log(env, "no validation images: the last epoch's weights ship (--keep last)")
+        cfg = dataclasses.replace(cfg, keep="last")
+    if not cfg.calibrate_from:
+        D.log(env, "no validation images and no --calibrate-from: the model ships with temperature 1, no "
+                   "'not a seedling' flag and no accuracy; give --calibrate-from CV_DIR (this recipe's "
+                   "`train --folds K` run) to take them from its out-of-fold predictions")
+        return cfg, None
+    evidence = final.read_evidence(cfg.calibrate_from, data.classes, data.files, cfg.model, cfg.image_size)
+    D.log(env, f"--calibrate-from {cfg.calibrate_from}: {evidence.folds} folds, out-of-fold micro-F1 "
+               f"{evidence.report['f1_micro']:.4f} on {evidence.report['n']} images; temperature "
+               f"{evidence.calibration.temperature:.3f}")
+    return cfg, evidence
 
 
 def fit_to_data(cfg: TrainConfig, n_train: int, env: D.DistEnv) -> TrainConfig:
@@ -346,9 +374,10 @@ def class_weights(cfg: TrainConfig, train_set: Subset, num_classes: int, device:
 
 
 def epoch_line(state: TrainState, row: dict, improved: bool) -> str:
+    val = (f"  val_loss {row['val_loss']:.4f}  val_f1 {row['val_f1_micro']:.4f}" if len(state.val_set.rows)
+           else "  (no validation images)")
     return (f"epoch {row['epoch']}/{state.cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}"
-            f"  val_loss {row['val_loss']:.4f}  val_f1 {row['val_f1_micro']:.4f}  {row['epoch_s']:.0f}s"
-            f"{'  *best*' if improved else ''}")
+            f"{val}  {row['epoch_s']:.0f}s{'  *best*' if improved else ''}")
 
 
 # -- finish: calibration, the "not a seedling" detector, model.json, plots ------------------------------
@@ -359,10 +388,12 @@ def finish(state: TrainState, wall: float) -> None:
     run, cfg, classes = Path(state.cfg.out), state.cfg, state.classes
     model = create_model(cfg.model, len(classes))
     model.load_state_dict(load_weights(run / WEIGHTS))
-    calibration, rule, report, logits = calibrate_run(model, state.val_set, state.spec, classes)
+    if state.evidence is not None:  # every image trained: the recipe's folds calibrate (training/final.py)
+        calibration, rule, report = calibrate_from_folds(state, model)
+    else:
+        calibration, rule, report, logits = calibrate_run(model, state.val_set, state.spec, classes)
     if len(state.val_set.rows):
         write_predictions(run / VAL_PREDICTIONS, state.val_set, classes, calibration.probabilities(logits))
-    if len(state.val_set.rows):
         rule = novelty.fit_run(model, state.train_set, state.val_set, state.spec, len(classes), run,
                                calibration=calibration, rule=rule)
     atomic_write_json(run / "report.json", report)
@@ -374,5 +405,22 @@ def finish(state: TrainState, wall: float) -> None:
             meta.record_file(run, f)
     meta.save(run)
     plot_run(run, classes, report)
-    D.log(state.env, f"done in {wall / 60:.1f} min: best validation micro-F1 {state.best['f1_micro']:.4f} "
-                     f"(epoch {state.best['epoch']}); run folder {run}")
+    D.log(state.env, f"done in {wall / 60:.1f} min: {final_score(state, report)}; run folder {run}")
+
+
+def calibrate_from_folds(state: TrainState, model) -> tuple[Calibration, UnknownRule, dict]:
+    """The folds' temperature, max-probability threshold and report; the distance detector fitted on every
+    image, scaled as the folds found new photos to lie."""
+    ev = state.evidence
+    rule = novelty.fit_final(model, state.train_set, state.spec, len(state.classes), Path(state.cfg.out),
+                             rule=ev.rule, ratio=ev.distance_ratio, threshold=ev.distance_threshold,
+                             source=ev.record())
+    return ev.calibration, rule, ev.report
+
+
+def final_score(state: TrainState, report: dict) -> str:
+    if state.evidence is not None:
+        return f"out-of-fold micro-F1 of its recipe {report['f1_micro']:.4f} ({report['n']} images)"
+    if not len(state.val_set.rows):
+        return "no validation images, no score"
+    return f"best validation micro-F1 {state.best['f1_micro']:.4f} (epoch {state.best['epoch']})"

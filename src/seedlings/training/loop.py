@@ -115,6 +115,7 @@ class TrainState:
     scaler: torch.amp.GradScaler  # loss scaling; only enabled for fp16
     class_weights: torch.Tensor | None  # --balance loss
     teacher: dict | None = None  # --teacher: file, sha256, α (model.json's training.teacher); rows ride the batches
+    evidence: object | None = None  # --calibrate-from: training/final.FoldEvidence (no validation images)
 
     step: int = 0  # optimizer steps taken: the learning-rate schedule's position
     epoch: int = 0  # the epoch being trained, from 0

@@ -109,9 +109,10 @@ def build_model_file(state: TrainState, calibration: Calibration, unknown: Unkno
         timm_name=backbone.timm_name, classes=list(state.classes), preprocess=state.spec, init=state.init,
         calibration=calibration, unknown=unknown,
         extra={"seedlings_version": __version__, "created": now.isoformat(timespec="seconds"),
-               "metrics": {"split": "validation", "n": report["n"], "accuracy": report["accuracy"],
-                           "f1_micro": report["f1_micro"], "f1_macro": report["f1_macro"],
-                           "best_epoch": state.best["epoch"], "tta": False,
+               "metrics": {"split": report.get("split", "validation"), "n": report["n"],
+                           "accuracy": report["accuracy"], "f1_micro": report["f1_micro"],
+                           "f1_macro": report["f1_macro"],
+                           "best_epoch": state.best["epoch"] if state.best["epoch"] > 0 else None, "tta": False,
                            **({"weights_epoch": state.cfg.epochs} if state.cfg.keep == "last" else {})}})
 
 

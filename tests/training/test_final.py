@@ -1,0 +1,177 @@
+"""A model trained on every image (--val-fraction 0): the last epoch ships, and --calibrate-from takes its
+temperature, "not a seedling" thresholds and reported accuracy from the recipe's out-of-fold predictions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tests.helpers import make_dataset
+
+from seedlings.errors import SeedlingsError, UsageError
+from seedlings.evaluation.metrics import fit_temperature, softmax
+from seedlings.training.final import read_evidence
+from seedlings.training.folds import write_predictions
+
+TINY = {"epochs": 2, "image_size": 24, "batch_size": 8, "threads": 1}
+
+
+def weights_epoch(run) -> int:
+    with safe_open(str(run / "weights.safetensors"), "pt") as f:
+        return int(f.metadata()["epoch"])
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory):
+    """A synthetic data set and its 3-fold run of a tiny recipe (shared: each fold trains for seconds)."""
+    from seedlings.training.fit import train
+
+    tmp = tmp_path_factory.mktemp("final")
+    data = make_dataset(tmp / "d", per_class=8)
+    cv = train(data=str(data), out=str(tmp / "cv"), folds=3, cache_dir=str(tmp / "cache"), progress=False, **TINY)
+    return tmp, data, cv
+
+
+def test_a_run_on_every_image_ships_its_last_epoch_and_says_it_is_uncalibrated(folds, capsys):
+    from seedlings.training.fit import train
+
+    tmp, data, _ = folds
+    run = train(data=str(data), out=str(tmp / "all-plain"), val_fraction=0.0, cache_dir=str(tmp / "cache"),
+                progress=False, **{**TINY, "epochs": 3})
+    out = capsys.readouterr().err
+    assert "the last epoch's weights ship" in out and "no --calibrate-from" in out
+    assert weights_epoch(run) == 3  # it shipped epoch 1 before: an empty validation "improved" only once
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["calibration"]["temperature"] == 1.0 and meta["calibration"]["fitted_on"] == "none"
+    assert meta["unknown"]["threshold"] == 0.0 and "distance_threshold" not in meta["unknown"]
+    assert meta["metrics"]["n"] == 0 and meta["metrics"]["best_epoch"] is None
+    assert not (run / "val_predictions.csv").exists()
+
+
+def test_calibrate_from_takes_the_folds_temperature_thresholds_and_score(folds):
+    from seedlings.training.fit import train
+
+    tmp, data, cv = folds
+    run = train(data=str(data), out=str(tmp / "all"), val_fraction=0.0, calibrate_from=str(cv),
+                cache_dir=str(tmp / "cache"), progress=False, **TINY)
+    meta = json.loads((run / "model.json").read_text())
+    n = sum(1 for _ in data.rglob("*.png"))
+    oof = json.loads((cv / "oof.json").read_text())
+    assert meta["metrics"]["split"] == "out-of-fold" and meta["metrics"]["n"] == n
+    assert meta["metrics"]["f1_micro"] == pytest.approx(oof["f1_micro"])
+    assert meta["calibration"]["fitted_on"] == "out-of-fold" and meta["calibration"]["n"] == n
+
+    # The temperature: refitted on the folds' logits (T_i · log p), not any one fold's.
+    records = [json.loads((cv / f"fold-{i}" / "model.json").read_text()) for i in range(3)]
+    evidence = read_evidence(cv, sorted(p.name for p in data.iterdir()),
+                             sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png")),
+                             records[0]["backbone"], TINY["image_size"])
+    assert meta["calibration"]["temperature"] == pytest.approx(evidence.calibration.temperature)
+    assert meta["unknown"]["threshold"] == pytest.approx(evidence.rule.threshold)
+
+    # The distance: the folds' median threshold; scales = own training quantiles × the folds' median ratio.
+    unknown = meta["unknown"]
+    assert unknown["distance_threshold"] == pytest.approx(np.median([r["unknown"]["distance_threshold"]
+                                                                      for r in records]))
+    for k, name in enumerate(("mahalanobis", "cosine")):
+        ratio = np.median([r["unknown"]["distance_scales"][name] / r["unknown"]["distance_train_quantiles"][name]
+                           for r in records])
+        assert unknown["distance_scales"]["ratio"][name] == pytest.approx(ratio)
+        want = unknown["distance_train_quantiles"][name] * ratio
+        assert unknown["distance_scales"][name] == pytest.approx(want, rel=1e-6)
+        assert load_file(str(run / "novelty.safetensors"))["scales"][k].item() == pytest.approx(want, rel=1e-5)
+    assert weights_epoch(run) == TINY["epochs"]
+    assert "novelty.safetensors" in meta["files"]
+
+
+def test_the_temperature_is_recovered_from_folds_calibrated_differently(tmp_path):
+    """Each fold's probabilities carry its own temperature; T_i · log p undoes it, so one temperature fitted
+    on the folds equals the one fitted on their logits."""
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    labels = rng.integers(0, 3, 300)
+    logits = rng.normal(0, 1, (300, 3)) + 2.5 * np.eye(3)[labels] * rng.uniform(0.3, 2, (300, 1))
+    want = fit_temperature(logits, labels)
+    files = [f"{classes[y]}/{i}.png" for i, y in enumerate(labels)]
+    for fold, (rows, t) in enumerate([(slice(0, 150), 0.6), (slice(150, 300), 1.7)]):
+        run = tmp_path / f"fold-{fold}"
+        run.mkdir()
+        write_predictions(run / "val_predictions.csv", classes, files[rows], [classes[y] for y in labels[rows]],
+                          softmax(logits[rows], t))
+        (run / "model.json").write_text(json.dumps(fold_record(t)))
+    evidence = read_evidence(tmp_path, classes, files, "resnet10t", 24)
+    assert evidence.calibration.temperature == pytest.approx(want, rel=0.01)
+    assert evidence.report["n"] == 300 and evidence.folds == 2
+    assert list(evidence.distance_ratio) == pytest.approx([2.0, 1.5])
+    probs = softmax(logits, evidence.calibration.temperature)
+    assert (probs.max(1) < evidence.rule.threshold).mean() == pytest.approx(0.01, abs=0.005)
+
+
+def fold_record(t: float, train_quantiles: bool = True) -> dict:
+    unknown = {"distance_threshold": 0.9, "distance_scales": {"mahalanobis": 20.0, "cosine": 0.3}}
+    if train_quantiles:
+        unknown["distance_train_quantiles"] = {"mahalanobis": 10.0, "cosine": 0.2}
+    return {"backbone": "resnet10t", "image_size": 24, "calibration": {"temperature": t}, "unknown": unknown}
+
+
+def test_wrong_folds_are_refused_before_training_with_what_to_do(folds, tmp_path):
+    from seedlings.training.fit import train
+
+    tmp, data, cv = folds
+    common = {"data": str(data), "val_fraction": 0.0, "cache_dir": str(tmp / "cache"), "progress": False, **TINY}
+    with pytest.raises(UsageError, match="--val-fraction 0"):
+        train(out=str(tmp_path / "x"), calibrate_from=str(cv), **{**common, "val_fraction": 0.15})
+    with pytest.raises(UsageError, match="no finished fold runs"):
+        train(out=str(tmp_path / "x"), calibrate_from=str(tmp_path / "nowhere"), **common)
+    assert not (tmp_path / "x" / "checkpoint.safetensors").exists()
+
+    def copy(name):
+        shutil.copytree(cv, tmp_path / name)
+        return tmp_path / name
+
+    part = copy("part")
+    (part / "fold-2" / "model.json").unlink()
+    with pytest.raises(SeedlingsError, match="unfinished folds \\(fold-2\\)"):
+        train(out=str(tmp_path / "y"), calibrate_from=str(part), **common)
+    with pytest.raises(SeedlingsError, match="resnet10t at 24 px, this run resnet10t at 32 px"):
+        train(out=str(tmp_path / "y"), calibrate_from=str(cv), **{**common, "image_size": 32})
+    other = make_dataset(tmp_path / "other", per_class=9)
+    with pytest.raises(SeedlingsError, match="not scored by them"):
+        train(out=str(tmp_path / "y"), data=str(other), calibrate_from=str(cv),
+              **{k: v for k, v in common.items() if k != "data"})
+    old = copy("old")
+    for i in (0, 2):
+        meta = json.loads((old / f"fold-{i}" / "model.json").read_text())
+        del meta["unknown"]["distance_train_quantiles"]
+        (old / f"fold-{i}" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(SeedlingsError, match="fold-0, fold-2 do not record"):
+        train(out=str(tmp_path / "y"), calibrate_from=str(old), **common)
+    assert not (tmp_path / "y" / "checkpoint.safetensors").exists()  # each stopped before its first epoch
+
+
+def test_the_distance_ratio_bench_recomputes_what_the_folds_recorded(folds):
+    """bench/distance_ratio.py refits each fold's detector from its weights: its percentiles are the ones the
+    fold's model.json recorded when it trained (what --calibrate-from reads for folds trained since)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp, data, cv = folds
+    bench = Path(__file__).resolve().parents[2] / "bench" / "distance_ratio.py"
+    run = subprocess.run([sys.executable, str(bench), str(cv), "--data", str(data), "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in run.stdout.splitlines()
+            if line.startswith("fold-")}
+    assert sorted(rows) == ["fold-0", "fold-1", "fold-2"]
+    for name, (maha_train, maha_held, _, cos_train, cos_held, _) in rows.items():
+        unknown = json.loads((cv / name / "model.json").read_text())["unknown"]
+        assert maha_train == pytest.approx(unknown["distance_train_quantiles"]["mahalanobis"], abs=0.06)
+        assert maha_held == pytest.approx(unknown["distance_scales"]["mahalanobis"], abs=0.06)
+        assert cos_train == pytest.approx(unknown["distance_train_quantiles"]["cosine"], abs=6e-5)
+        assert cos_held == pytest.approx(unknown["distance_scales"]["cosine"], abs=6e-5)
+    assert "Mahalanobis ratio: median" in run.stdout
