@@ -148,7 +148,19 @@ def test_wrong_folds_are_refused_before_training_with_what_to_do(folds, tmp_path
         meta = json.loads((old / f"fold-{i}" / "model.json").read_text())
         del meta["unknown"]["distance_train_quantiles"]
         (old / f"fold-{i}" / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(SeedlingsError, match="fold-0, fold-2 do not record"):
+    # Folds trained before the training quantile was recorded: the ratio comes from those that have it ...
+    names = sorted(p.name for p in data.iterdir())
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
+    evidence = read_evidence(old, names, files, "resnet10t", TINY["image_size"])
+    fold1 = json.loads((old / "fold-1" / "model.json").read_text())["unknown"]
+    assert evidence.ratio_folds == ["fold-1"] and evidence.record()["ratio_from"] == ["fold-1"]
+    assert evidence.distance_ratio[1] == pytest.approx(fold1["distance_scales"]["cosine"]
+                                                       / fold1["distance_train_quantiles"]["cosine"])
+    # ... and none having it is an error that says what to do.
+    meta = json.loads((old / "fold-1" / "model.json").read_text())
+    del meta["unknown"]["distance_train_quantiles"]
+    (old / "fold-1" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(SeedlingsError, match="none of its folds records .* retrain at least one fold"):
         train(out=str(tmp_path / "y"), calibrate_from=str(old), **common)
     assert not (tmp_path / "y" / "checkpoint.safetensors").exists()  # each stopped before its first epoch
 

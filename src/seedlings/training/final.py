@@ -17,8 +17,10 @@ each scored the images it did not train on. From their folders (``val_prediction
   training images; but images a model trained on sit nearer to them than new photos do. Every run records the
   distances' quantile on its training images beside the one on its held-out images (``model.json``
   ``unknown.distance_train_quantiles`` and ``distance_scales``); the folds' median ratio of the two says how much
-  farther new photos lie. The final model's scales are its own training images' quantiles times that ratio,
-  its distance threshold the folds' median threshold (both in those units).
+  farther new photos lie (over the folds that record both: folds trained before the first was recorded lack it;
+  ``bench/distance_ratio.py`` measures it for them from their weights). The final model's scales are its own
+  training images' quantiles times that ratio, its distance threshold the folds' median threshold (both in those
+  units). Measured on a Lite0 fold: new photos 2.7 times farther by Mahalanobis, as far by cosine (model card).
 - **Reported accuracy.** The out-of-fold report: ``model.json`` ``metrics.split`` is ``"out-of-fold"``.
 """
 
@@ -52,9 +54,11 @@ class FoldEvidence:
     report: dict  # the out-of-fold report (confusion matrix, per class), split "out-of-fold"
     distance_ratio: np.ndarray  # (Mahalanobis, cosine): held-out over training quantile, median over folds
     distance_threshold: float  # the folds' median distance threshold, in units of their scales
+    ratio_folds: list[str]  # the folds that recorded both quantiles (the ratio's median is over them)
 
     def record(self) -> dict:
-        return {"fitted_on": "out-of-fold", "folds_dir": str(self.root), "folds": self.folds, "n": self.report["n"]}
+        return {"fitted_on": "out-of-fold", "folds_dir": str(self.root), "folds": self.folds, "n": self.report["n"],
+                "ratio_from": self.ratio_folds}
 
 
 def check_folder(root: str | Path) -> None:
@@ -91,8 +95,8 @@ def read_evidence(root: str | Path, classes: list[str], files: list[str], model:
     rule.extra.update(fitted_on="out-of-fold")
     report = report_from_confusion(confusion_matrix(labels, probs.argmax(1), len(classes)), list(classes))
     report["split"] = "out-of-fold"
-    ratio, threshold = _distance_transfer(folds, records)
-    return FoldEvidence(root, len(folds), calibration, rule, report, ratio, threshold)
+    ratio, threshold, ratio_folds = _distance_transfer(folds, records)
+    return FoldEvidence(root, len(folds), calibration, rule, report, ratio, threshold, ratio_folds)
 
 
 def _finished(root: Path) -> list[Path]:
@@ -139,21 +143,27 @@ def _check_same_images(root: Path, theirs: set[str], ours: set[str]) -> None:
                          f"{example}); calibrate from folds trained on the same --data")
 
 
-def _distance_transfer(folds: list[Path], records: list[dict]) -> tuple[np.ndarray, float]:
-    """The folds' median held-out/training quantile ratio of each distance, and their median threshold."""
-    ratios, thresholds, lacking = [], [], []
+def _distance_transfer(folds: list[Path], records: list[dict]) -> tuple[np.ndarray, float, list[str]]:
+    """The median held-out/training quantile ratio of each distance over the folds that record both (folds
+    trained before the training quantile was recorded have only the first), the folds' median threshold, and
+    the names of the folds the ratio comes from."""
+    ratios, thresholds, named = [], [], []
     for run, rec in zip(folds, records):
         unknown = rec.get("unknown") or {}
+        if not isinstance(unknown.get("distance_threshold"), (int, float)):
+            raise SeedlingsError(f"{run / MODEL_JSON}: unknown.distance_threshold missing (a fold trained without "
+                                 "the feature-distance detector); retrain that fold")
+        thresholds.append(float(unknown["distance_threshold"]))
         held, trained = unknown.get("distance_scales") or {}, unknown.get("distance_train_quantiles") or {}
         try:
             ratios.append([float(held[k]) / float(trained[k]) for k in DISTANCES])
-            thresholds.append(float(unknown["distance_threshold"]))
+            named.append(run.name)
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            lacking.append(run.name)
-    if lacking:
-        raise SeedlingsError(f"--calibrate-from {folds[0].parent}: {', '.join(lacking)} do not record their "
-                             "distances' training-image quantiles (model.json unknown.distance_train_quantiles, "
-                             "which folds trained before it existed lack), so the 'not a seedling' distance "
-                             "cannot be set from them; retrain those folds with this version (delete the fold "
-                             "folders, run train --folds K again)")
-    return np.median(np.asarray(ratios), axis=0), float(np.median(thresholds))
+            continue
+    if not ratios:
+        raise SeedlingsError(f"--calibrate-from {folds[0].parent}: none of its folds records the distances' "
+                             "training-image quantiles (model.json unknown.distance_train_quantiles; folds trained "
+                             "before it existed lack it), so the 'not a seedling' distance cannot be scaled for a "
+                             "model that trained on every image; retrain at least one fold with this version "
+                             "(delete its folder, run train --folds K again)")
+    return np.median(np.asarray(ratios), axis=0), float(np.median(thresholds)), named
