@@ -72,6 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no such folder; pass --data DIR (one sub-folder per species)")
+    args.data = args.data.resolve()  # the links point at absolute paths: they live in a temporary folder
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"CPU flags: {cpu_flags()}; {os.cpu_count()} cores; extra flags: {' '.join(args.flags) or 'none'}")
     results = []

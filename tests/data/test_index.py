@@ -29,3 +29,15 @@ def test_errors_name_the_problem(tmp_path, setup, message):
     root = setup(tmp_path / "d")
     with pytest.raises(SeedlingsError, match=message):
         index_folder(root)
+
+
+def test_a_broken_link_is_named_before_any_image_is_prepared(tmp_path):
+    """A folder of symbolic links whose targets moved (relative links made from another folder) said nothing
+    but a FileNotFoundError traceback."""
+    from seedlings.data import prepare
+
+    root = make_dataset(tmp_path / "d", per_class=3)
+    (root / "Sugar beet" / "gone.png").symlink_to("../../nowhere/gone.png")
+    with pytest.raises(SeedlingsError, match=r"Sugar beet/gone.png: cannot be read \(a symbolic link to a missing "
+                                             r"file\).*fix or remove it"):
+        prepare(root, 24, cache_root=tmp_path / "cache", progress=False)

@@ -31,7 +31,12 @@ class DatasetIndex:
         """(relative path, size in bytes, mtime in ns) of each file: what a cache must match."""
         out = []
         for rel in self.files:
-            st = os.stat(self.root / rel)
+            try:
+                st = os.stat(self.root / rel)
+            except OSError as exc:
+                link = " (a symbolic link to a missing file)" if os.path.islink(self.root / rel) else ""
+                raise SeedlingsError(f"{self.root / rel}: cannot be read{link}: {exc.strerror}; fix or remove it, "
+                                     "then run again") from None
             out.append((rel, st.st_size, st.st_mtime_ns))
         return out
 
