@@ -32,13 +32,16 @@ from seedlings.training.folds import fold_dirs
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 
 
-def fold_quantiles(run: Path, data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) 99th percentiles of (Mahalanobis, cosine) for one fold run."""
+def fold_quantiles(run: Path, data: Path, caches: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) 99th percentiles of (Mahalanobis, cosine) for one fold run; ``caches`` keeps each
+    prepared data set (per preprocessing) for the next fold."""
     import yaml
 
     cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()), str(run / "config.yaml"))
     spec = cfg.preprocess_spec()
-    prepared = prepare(str(data), spec, progress=False)
+    if spec not in caches:
+        caches[spec] = prepare(str(data), spec, progress=False)
+    prepared = caches[spec]
     split = Split.load(run / SPLIT)
     model = create_model(cfg.model, len(prepared.classes))
     model.load_state_dict(load_weights(run / WEIGHTS))
@@ -60,11 +63,11 @@ def main() -> None:
     folds = [p for p in fold_dirs(args.cv_dir) if (p / WEIGHTS).is_file() and (p / SPLIT).is_file()]
     if not folds:
         sys.exit(f"{args.cv_dir}: no fold-I/ with its weights ({WEIGHTS}) and {SPLIT}; train the folds first")
-    ratios = []
+    ratios, caches = [], {}
     print(f"{'fold':<8} {'maha train':>11} {'held-out':>10} {'ratio':>6}   {'cos train':>9} {'held-out':>9} "
           f"{'ratio':>6}")
     for run in folds:
-        train, held = fold_quantiles(run, args.data)
+        train, held = fold_quantiles(run, args.data, caches)
         ratios.append(held / train)
         print(f"{run.name:<8} {train[0]:11.1f} {held[0]:10.1f} {held[0] / train[0]:6.3f}   {train[1]:9.4f} "
               f"{held[1]:9.4f} {held[1] / train[1]:6.3f}", flush=True)

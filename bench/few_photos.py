@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from predict_bench import cpu_line  # bench/ is on the path of a script run from it
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 IMAGES = {".png", ".jpg", ".jpeg"}
 
@@ -52,15 +54,6 @@ def scores(run: Path) -> dict:
             "last": rows[-1]["val_f1_micro"], "epochs": len(rows)}
 
 
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -74,7 +67,7 @@ def main() -> None:
         sys.exit(f"{args.data}: no such folder; pass --data DIR (one sub-folder per species)")
     args.data = args.data.resolve()  # the links point at absolute paths: they live in a temporary folder
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"CPU flags: {cpu_flags()}; {os.cpu_count()} cores; extra flags: {' '.join(args.flags) or 'none'}")
+    print(f"{cpu_line()}; extra flags: {' '.join(args.flags) or 'none'}")
     results = []
     with tempfile.TemporaryDirectory(prefix="seedlings-few-") as tmp:
         for seed in range(args.first_draw, args.first_draw + args.draws):
@@ -98,7 +91,7 @@ def main() -> None:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{key:>4} epoch: mean {statistics.mean(values):.4f} ± {spread:.4f} (sd), min {min(values):.4f}, "
               f"max {max(values):.4f}, {len(values)} draws of {args.per_species} photos per species")
-    (args.out / "few_photos.json").write_text(json.dumps({"flags": args.flags, "cpu_flags": cpu_flags(),
+    (args.out / "few_photos.json").write_text(json.dumps({"flags": args.flags, "cpu": cpu_line(),
                                                           "per_species": args.per_species, "draws": results},
                                                          indent=2))
 

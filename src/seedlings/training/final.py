@@ -82,12 +82,13 @@ def read_evidence(root: str | Path, classes: list[str], files: list[str], model:
                              f"finish them (seedlings train --folds K --out {root} …, it resumes) or {HOW}")
     for run, rec in zip(folds, records):
         _check_recipe(run, rec, model, image_size)
-    fold_classes, fold_files, true, probs, _ = read_folds(folds)
+    fold_classes, fold_files, true, probs, per_fold = read_folds(folds)
     if fold_classes != list(classes):
         raise SeedlingsError(f"--calibrate-from {root}: its folds know the classes {', '.join(fold_classes)}, this run "
                              f"{', '.join(classes)}; calibrate from folds trained on the same --data")
     _check_same_images(root, set(fold_files), set(files))
-    temps = np.concatenate([np.full(_rows(run), _temperature(run, rec)) for run, rec in zip(folds, records)])
+    temps = np.concatenate([np.full(scores["n"], _temperature(run, rec))
+                            for run, rec, scores in zip(folds, records, per_fold)])
     logits = temps[:, None] * np.log(np.clip(probs, 1e-12, None))
     labels = np.asarray([fold_classes.index(t) for t in true])
     calibration, rule = fit_calibration(logits, labels)
@@ -112,11 +113,6 @@ def _model_json(run: Path) -> dict | None:
     except (OSError, ValueError) as exc:
         raise SeedlingsError(f"{path}: not readable as JSON ({exc}); retrain that fold (delete {run} and run "
                              "train --folds K again)") from None
-
-
-def _rows(run: Path) -> int:
-    with open(run / VAL_PREDICTIONS, encoding="utf-8") as f:
-        return sum(1 for _ in f) - 1
 
 
 def _check_recipe(run: Path, rec: dict, model: str, image_size: int) -> None:
