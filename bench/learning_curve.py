@@ -1,6 +1,6 @@
 """Learning curve: validation micro-F1 against training images per species, for three starting points.
 
-    python bench/learning_curve.py [--data DIR] [--out DIR] [--shots 5 10 20 50] [--image-size 128]
+    python bench/learning_curve.py [--data DIR] [--out DIR] [--shots 5 10 20 50] [--image-size 160]
                                    [--all-runs imagenet=RUN scratch=RUN seedlings=RUN]
 
 Every run is validated on the same images: the default model's split (split seed 0) of the data.
@@ -12,11 +12,11 @@ and three runs start from
   12 species, so it shows what starting from a related seedlings model gives);
 * ``scratch``:   EfficientNet-Lite0 from random weights, same recipe and epochs as ``imagenet``.
 
-All three use the fine-tuning recipe's augmentation (quarter turns and flips), given in a config
-file, so that only the starting weights differ.
-
-Small sets train for more epochs at a smaller batch so that every run takes about the same number
-of steps. The folders are symbolic links in a temporary directory (no image is copied). The
+All three take the fine-tuning recipe's settings (config.FINETUNE: augmentation, learning rate, EMA,
+10 epochs at batch 48 and its floor of 200 optimizer steps), given in a config file, so that only the
+starting weights differ: a small set trains with a smaller batch for more epochs (``min_steps``, as
+``seedlings train --pretrained`` does for a user), so every run of under ~1,000 images takes about 200
+steps. The folders are symbolic links in a temporary directory (no image is copied). The
 ``all`` column comes from full runs given with ``--all-runs`` (their model.json). Prints a table
 and writes learning_curve.png and learning_curve.json into --out.
 """
@@ -71,34 +71,33 @@ def _link(data: Path, names: list[str], out: Path) -> None:
             os.symlink(data / name, dest)
 
 
-def schedule(n_images: int) -> tuple[int, int]:
-    """(batch size, epochs): about 100 steps whatever the set's size, at least 8 epochs."""
-    batch = 8 if n_images < 200 else 16 if n_images < 600 else 48
-    steps_per_epoch = max(1, n_images // batch)
-    return batch, max(8, min(40, round(100 / steps_per_epoch)))
-
-
 def recipe_file(work: Path) -> Path:
-    """The fine-tuning recipe's augmentation as a config file, for every start alike."""
+    """The fine-tuning recipe (all but its backbone and size) as a config file, for every start alike."""
     import yaml
 
     from seedlings.config import FINETUNE
 
-    path = work / "augment.yaml"
-    path.write_text(yaml.safe_dump({"augment": FINETUNE["augment"]}))
+    path = work / "recipe.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in FINETUNE.items() if k not in ("model", "image_size")}))
     return path
 
 
-def train(init: str, folder: Path, val: Path, out: Path, image_size: int, n_images: int) -> dict:
-    batch, epochs = schedule(n_images)
+def schedule(run: Path) -> dict:
+    """The batch size and epochs the run used (its config.yaml records them after the step floor)."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return {"batch": cfg["batch_size"], "epochs": cfg["epochs"]}
+
+
+def train(init: str, folder: Path, val: Path, out: Path, image_size: int) -> dict:
     cmd = [sys.executable, "-m", "seedlings", "train", "--data", str(folder), "--val-data", str(val),
-           "--config", str(recipe_file(folder.parent)),
-           "--out", str(out), "--image-size", str(image_size), "--batch-size", str(batch), "--epochs", str(epochs),
-           "--lr", "1e-3", "--warmup-epochs", "1", "--ema-decay", "0.99", "--seed", "0", *INITS[init]]
+           "--config", str(recipe_file(folder.parent)), "--out", str(out), "--image-size", str(image_size),
+           "--seed", "0", *INITS[init]]
     start = time.perf_counter()
     with open(f"{out}.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=log)
-    return {"f1_micro": ModelFile.load(out).metrics["f1_micro"], "epochs": epochs, "batch": batch,
+    return {"f1_micro": ModelFile.load(out).metrics["f1_micro"], **schedule(out),
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
@@ -128,7 +127,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=Path("runs/learning-curve"))
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 50])
-    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--image-size", type=int, default=160)
     ap.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: tabulate and plot the runs already in --out (an interrupted study)")
@@ -142,16 +141,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="seedlings-curve-") as tmp:
         val, folders = split_folders(args.data, args.shots, Path(tmp))
         for k, folder in folders.items():
-            n = sum(1 for _ in folder.rglob("*.png"))
             for init in args.inits:
                 run = args.out / f"{init}-{k}"
                 if (run / "model.json").is_file():  # finished earlier: a study resumes where it stopped
                     results[init][str(k)] = r = {"f1_micro": ModelFile.load(run).metrics["f1_micro"],
-                                                 **dict(zip(("batch", "epochs"), schedule(n))), "wall_s": 0.0}
+                                                 **schedule(run), "wall_s": 0.0}
                 elif args.report_only:
                     continue
                 else:
-                    results[init][str(k)] = r = train(init, folder, val, run, args.image_size, n)
+                    results[init][str(k)] = r = train(init, folder, val, run, args.image_size)
                 print(f"{init:10s} {k:>4} per species: micro-F1 {r['f1_micro']:.4f} ({r['epochs']} epochs, batch "
                       f"{r['batch']}, {r['wall_s'] / 60:.1f} min)", flush=True)
     for spec in args.all_runs:

@@ -37,7 +37,8 @@ def cpu_line() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    names = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16")
+    wanted = [f for f in names if f in flags]
     return f"CPU: {model}, {os.cpu_count()} CPUs, {' '.join(wanted) or 'no AVX2'}; load {os.getloadavg()[0]:.2f}"
 
 

@@ -1,11 +1,13 @@
 """Training throughput, printed side by side (never asserted in tests).
 
 1. Loader (prepared cache + batch augmentation) images/s next to the model's training
-   images/s at 128 px: the loader must keep the model fed (ratio ≥ 3×).
+   images/s (fp32; 128 px unless --size): the loader must keep the model fed (ratio ≥ 3×); then the
+   model's training images/s under bf16 autocast, the ratio beside it, and what `--precision auto` picks.
 2. Seconds per epoch on the shared images for the default backbone, and images/s for 1 vs 2
    torchrun processes (each a real `seedlings train --epochs 1` run).
 
-    python bench/train_throughput.py [--data DIR] [--skip-epochs]
+    python bench/train_throughput.py [--data DIR] [--model NAME] [--size PX] [--batch N] [--skip-epochs]
+    python bench/train_throughput.py --model efficientnet_lite0 --size 160 --batch 48 --skip-epochs
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from predict_bench import cpu_line  # bench/ is on the path of a script run from it
 
 from seedlings.config import AugmentConfig
 from seedlings.data import prepare
 from seedlings.data.torchdata import CachedImages, augment, normalise
 from seedlings.models import create_model
 from seedlings.preprocess import PreprocessSpec
+from seedlings.training.loop import autocast_context, cpu_supports_bf16
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
 
@@ -47,7 +51,8 @@ def loader_rate(data, batch: int, n_batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def model_rate(name: str, size: int, batch: int, steps: int) -> float:
+def model_rate(name: str, size: int, batch: int, steps: int, precision: str = "fp32") -> float:
+    """Training images/s of the model alone (forward, backward, AdamW step) under the run's autocast."""
     model = create_model(name, 12).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -55,7 +60,8 @@ def model_rate(name: str, size: int, batch: int, steps: int) -> float:
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
+        with autocast_context(precision, "cpu"):
+            loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,18 +87,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--model", default="resnet10t")
+    ap.add_argument("--size", type=int, default=128, help="input pixels of the model's training step")
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip-epochs", action="store_true", help="only the loader vs model comparison")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found; pass --data DIR (the plant-seedlings train folder)")
     torch.set_num_threads(os.cpu_count() or 1)
-    data = prepare(args.data, 128)
-    loader = loader_rate(data, 64, 30)
-    model = model_rate(args.model, 128, 64, 5)
-    print(f"\n{'':28}{'images/s':>10}")
+    print(cpu_line())
+    data = prepare(args.data, args.size)
+    loader = loader_rate(data, args.batch, 30)
+    model = model_rate(args.model, args.size, args.batch, 5)
+    print(f"\n{args.model} at {args.size} px, batch {args.batch}{'':8}{'images/s':>10}")
     print(f"{'loader + augmentation':28}{loader:10.0f}")
-    print(f"{'model training (' + args.model + ')':28}{model:10.0f}")
+    print(f"{'model training, fp32':28}{model:10.0f}")
     print(f"{'ratio loader / model':28}{loader / model:9.1f}×  (needs ≥ 3×)")
+    # --precision auto picks bf16 where the CPU has bf16 units (AVX512-BF16, AMX); elsewhere it is emulated.
+    bf16 = model_rate(args.model, args.size, args.batch, 5, "bf16")
+    print(f"{'model training, bf16':28}{bf16:10.0f}  ({bf16 / model:.2f}× fp32; --precision auto picks "
+          f"{'bf16' if cpu_supports_bf16() else 'fp32'} on this CPU)")
     if args.skip_epochs:
         return
     rows = [epoch_run(args.data, p) for p in (1, 2)]

@@ -82,12 +82,12 @@ def test_the_api_and_the_command_line_train_the_same_recipe(tmp_path):
     import seedlings
 
     data = make_dataset(tmp_path / "d", per_class=4)
-    common = ["--data", str(data), "--pretrained", "--epochs", "1", "--image-size", "32", "--threads", "1",
-              "--cache-dir", str(tmp_path / "cache")]
+    common = ["--data", str(data), "--pretrained", "--epochs", "1", "--min-steps", "0", "--image-size", "32",
+              "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
     subprocess.run([sys.executable, "-m", "seedlings", "train", *common, "--out", str(tmp_path / "cli")],
                    check=True, capture_output=True)
-    seedlings.train(data=str(data), out=str(tmp_path / "api"), pretrained=True, epochs=1, image_size=32, threads=1,
-                    cache_dir=str(tmp_path / "cache"), progress=False)
+    seedlings.train(data=str(data), out=str(tmp_path / "api"), pretrained=True, epochs=1, min_steps=0, image_size=32,
+                    threads=1, cache_dir=str(tmp_path / "cache"), progress=False)
     cli, api = (yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in ("cli", "api"))
     assert {**cli, "out": ""} == {**api, "out": ""}
     assert (api["model"], api["lr"], api["augment"]["right_angles"]) == ("efficientnet_lite0", 1e-3, True)

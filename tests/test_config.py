@@ -44,6 +44,7 @@ def test_pretrained_runs_take_the_fine_tuning_recipe_unless_told_otherwise(tmp_p
     cfg = resolve(None, {"data": "d", "out": "o", "pretrained": True})
     assert (cfg.model, cfg.image_size, cfg.epochs, cfg.lr) == (FINETUNE["model"], FINETUNE["image_size"],
                                                                FINETUNE["epochs"], FINETUNE["lr"])
+    assert cfg.min_steps == 200  # a few photos a species: at least 200 optimizer steps (model card, few photos)
     flags = resolve(None, {"data": "d", "out": "o", "pretrained": True, "epochs": 3, "model": "efficientnet_lite1"})
     assert (flags.epochs, flags.model, flags.lr) == (3, "efficientnet_lite1", FINETUNE["lr"])
     path = tmp_path / "c.yaml"
@@ -52,6 +53,7 @@ def test_pretrained_runs_take_the_fine_tuning_recipe_unless_told_otherwise(tmp_p
     assert from_file.image_size == 96 and from_file.epochs == FINETUNE["epochs"]
     scratch = resolve(None, {"data": "d", "out": "o"})
     assert scratch.model == "resnet10t" and scratch.epochs == 150 and not scratch.pretrained
+    assert scratch.min_steps == 0  # the from-scratch recipe is counted in epochs
 
 
 def test_the_config_builds_the_preprocessing_spec_from_its_size_and_backbone():

@@ -37,7 +37,7 @@ def test_every_command_refuses_a_tampered_run_file(trained_run, dataset, tmp_pat
         "evaluate": ("evaluate", "--model", str(run), "--data", str(dataset)),
         "predict": ("predict", str(next(dataset.rglob("*.png"))), "--model", str(run)),
         "--init": ("train", "--data", str(dataset), "--out", str(tmp_path / "init"), "--init", str(run),
-                   "--epochs", "1", "--image-size", "32", "--threads", "1"),
+                   "--epochs", "1", "--min-steps", "0", "--image-size", "32", "--threads", "1"),
     }
     if name != WEIGHTS:
         del commands["--init"]  # it starts from the network alone; the detector is fitted anew by the new run

@@ -213,7 +213,7 @@ def load_yaml(path: str | Path, flag: str = "--config") -> dict:
 # ImageNet weights, fewer epochs, a lower learning rate. Measured in docs/MODEL_CARD.md (recipe table):
 # 160 px is the knee (128 px 0.9552, 160 px 0.9652, 192 px 0.9652 at 1.3× the time per epoch).
 FINETUNE = {"model": "efficientnet_lite0", "image_size": 160, "epochs": 10, "batch_size": 48, "lr": 1e-3,
-            "warmup_epochs": 1.0, "ema_decay": 0.99,
+            "warmup_epochs": 1.0, "ema_decay": 0.99, "min_steps": 200,
             "augment": {"rotate": False, "right_angles": True, "flip": True, "scale_min": 1.0, "scale_max": 1.0,
                         "translate": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}}
 

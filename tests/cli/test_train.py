@@ -76,7 +76,7 @@ def test_training_on_several_folders_grows_an_init_model_to_the_union_of_their_c
 
     capsys.readouterr()
     assert main(["train", "--init", str(first), "--data", str(base), "--data", str(feedback), "--out", str(run),
-                 *common]) == 0
+                 "--min-steps", "0", *common]) == 0
     assert "1 of them change their label" in capsys.readouterr().err  # D.log writes to stderr
     meta = json.loads((run / "model.json").read_text())
     assert meta["classes"] == ["Charlock", "Maize", "Sugar beet"]

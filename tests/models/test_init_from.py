@@ -124,8 +124,8 @@ def test_train_init_from_exported_model_with_another_class_set(tmp_path, exporte
 
     classes = [SYNTH_CLASSES[2], SYNTH_CLASSES[0], "Charlock"]
     data = make_dataset(tmp_path / "three", per_class=12, classes=classes)
-    run = train(data=str(data), out=str(tmp_path / "run"), init=str(exported_model), epochs=1, image_size=32,
-                batch_size=8, threads=1, progress=False)
+    run = train(data=str(data), out=str(tmp_path / "run"), init=str(exported_model), epochs=1, min_steps=0,
+                image_size=32, batch_size=8, threads=1, progress=False)
     meta = json.loads((run / "model.json").read_text())
     assert meta["classes"] == sorted(classes) and meta["backbone"] == "resnet10t"
     assert meta["init"]["kind"] == "model" and meta["init"]["from"].startswith("model.onnx")

@@ -96,7 +96,8 @@ def test_corrections_become_the_served_model(start_server, trained_run, exported
     assert f"/{NEW}/{hashlib.sha256(first).hexdigest()[:16]}.png" in labels  # the page's correction is exported
 
     run_ok("train", "--init", exported_model, "--data", base, "--data", feedback / "train", "--out",
-           tmp_path / "run2", "--epochs", "3", "--image-size", "32", "--batch-size", "16", "--threads", "1")
+           tmp_path / "run2", "--epochs", "3", "--min-steps", "0", "--image-size", "32", "--batch-size", "16",
+           "--threads", "1")
     trained = json.loads((tmp_path / "run2" / "model.json").read_text())
     assert NEW in trained["classes"] and "kept 3 of 4 classes" in trained["init"]["classifier"]
     run_ok("export", tmp_path / "run2", "--out", tmp_path / "candidate")

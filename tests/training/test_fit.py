@@ -126,8 +126,9 @@ def test_freeze_epochs_hold_the_learned_layers_and_their_statistics_then_release
 
     start = load_weights(trained_run / "weights.safetensors")
     data = make_dataset(tmp_path / "d", per_class=4)
-    common = {"data": str(data), "init": str(trained_run), "epochs": 2, "image_size": 32, "batch_size": 8,
-              "threads": 1, "warmup_epochs": 0.5, "cache_dir": str(tmp_path / "cache"), "progress": False}
+    common = {"data": str(data), "init": str(trained_run), "epochs": 2, "min_steps": 0, "image_size": 32,
+              "batch_size": 8, "threads": 1, "warmup_epochs": 0.5, "cache_dir": str(tmp_path / "cache"),
+              "progress": False}
     frozen = _train_recording_weights(monkeypatch, out=str(tmp_path / "frozen"), freeze_epochs=1, **common)
     head, body = _moved(frozen[0], start)
     assert head and not body, sorted(body)[:5]

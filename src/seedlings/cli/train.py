@@ -22,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="passes over the training images")
     p.add_argument("--min-steps", type=int, dest="min_steps",
                    help="small data sets: a smaller batch and more epochs until this many optimizer steps (0: off; "
-                        "a few photos per species: 200)")
+                        "the fine-tuning recipe, --pretrained/--init: 200; from scratch: 0)")
     p.add_argument("--image-size", type=int, dest="image_size", help="input size in pixels (square)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="global batch, split across processes")
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW), after the warm-up")

@@ -120,8 +120,8 @@ def _train(cfg: TrainConfig, env: D.DistEnv, resume: bool, progress: bool) -> Pa
     else:
         split = read_or_make_split(cfg, data, resuming=saved is not None)
         train_set, val_set = split_subsets(cfg, data, split)
-    # Few photos: a recipe counted in epochs takes a handful of steps; --min-steps scales the batch and the
-    # epochs to the data set, and says so (off by default: at 16 photos a species it did not measure better).
+    # Few photos: a recipe counted in epochs takes a handful of steps; min_steps (200 in the fine-tuning recipe)
+    # scales the batch and the epochs to the data set, and says so. 16 photos a species: 0.73 → 0.82 (model card).
     cfg = fit_to_data(cfg, len(train_set.rows), env)
     # No validation image (--val-fraction 0): nothing can choose an epoch, so the last one ships; the folds of
     # the same recipe (--calibrate-from) give the temperature, the thresholds and the accuracy reported, read
