@@ -171,7 +171,7 @@ def test_backbone_lr_scales_only_the_learned_layers(tmp_path, trained_run):
     (3424, 200, (48, 10)),  # the full data set: the recipe as it is (710 steps)
     (192, 0, (48, 10)),  # --min-steps 0: off
 ])
-def test_small_data_sets_get_a_smaller_batch_and_more_epochs(n_train, min_steps, expected):
+def test_small_data_sets_get_a_smaller_batch_and_more_epochs(n_train, min_steps, expected, capsys):
     from seedlings.config import TrainConfig
     from seedlings.training import distributed as D
     from seedlings.training.fit import fit_to_data
@@ -180,3 +180,7 @@ def test_small_data_sets_get_a_smaller_batch_and_more_epochs(n_train, min_steps,
     fitted = fit_to_data(cfg, n_train, D.DistEnv())
     assert (fitted.batch_size, fitted.epochs) == expected
     assert (n_train // fitted.batch_size) * fitted.epochs >= min_steps
+    said = capsys.readouterr().err  # the run says what it changed, and how to keep the recipe's values
+    changed = expected != (48, 10)
+    assert (f"batch {expected[0]} and {expected[1]} epochs" in said) == changed
+    assert ("--min-steps 0 keeps batch 48 and 10 epochs" in said) == changed

@@ -282,8 +282,8 @@ def fit_to_data(cfg: TrainConfig, n_train: int, env: D.DistEnv) -> TrainConfig:
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / max(1, n_train // batch)))
     if (batch, epochs) == (cfg.batch_size, cfg.epochs):
         return cfg
-    D.log(env, f"{n_train} training images: batch {batch} and {epochs} epochs (at least {cfg.min_steps} steps, "
-               f"--min-steps; the recipe's batch {cfg.batch_size}, {cfg.epochs} epochs)")
+    D.log(env, f"{n_train} training images: batch {batch} and {epochs} epochs, for at least {cfg.min_steps} optimizer "
+               f"steps (--min-steps; --min-steps 0 keeps batch {cfg.batch_size} and {cfg.epochs} epochs)")
     return dataclasses.replace(cfg, batch_size=batch, epochs=epochs)
 
 
