@@ -187,3 +187,39 @@ def test_the_distance_ratio_bench_recomputes_what_the_folds_recorded(folds):
         assert cos_train == pytest.approx(unknown["distance_train_quantiles"]["cosine"], abs=6e-5)
         assert cos_held == pytest.approx(unknown["distance_scales"]["cosine"], abs=6e-5)
     assert "Mahalanobis ratio: median" in run.stdout
+
+
+def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(folds, tmp_path):
+    """Exported, its parity and int8 images are its training photos (it holds none out), not noise; evaluated on
+    its own folder it says that nothing there is held out and which figure is its accuracy, instead of a table
+    of zeros; ``--all`` still scores the folder, as training images."""
+    import subprocess
+    import sys
+
+    from seedlings.export.onnx import export_run
+    from seedlings.training.fit import train
+
+    tmp, data, cv = folds
+    run = tmp_path / "final"
+    train(data=str(data), out=str(run), val_fraction=0.0, calibrate_from=str(cv), cache_dir=str(tmp / "cache"),
+          progress=False, **TINY)
+    said: list[str] = []
+    model_dir = export_run(run, tmp_path / "model", precision="int8", log=said.append)
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["export"]["parity_images"] == "24 training images of the run (it holds none out)"
+    assert any(line.startswith("parity on 24 training images") for line in said), said
+
+    def evaluate(*extra):
+        return subprocess.run([sys.executable, "-m", "seedlings", "evaluate", "--model", str(model_dir), "--data",
+                               str(data), "--json", *extra], capture_output=True, text=True, timeout=300)
+
+    refused = evaluate()
+    assert refused.returncode != 0 and refused.stdout == ""
+    oof = json.loads((cv / "oof.json").read_text())
+    assert "trained on every image of this folder (--val-fraction 0), so none is held out" in refused.stderr
+    assert f"out-of-fold micro-F1, {oof['f1_micro']:.4f} on 24 images" in refused.stderr
+    assert "add --all" in refused.stderr
+    scored = evaluate("--all")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    report = json.loads(scored.stdout)
+    assert report["n"] == 24 and report["scope"] == "all images (including the run's training images)"

@@ -29,6 +29,8 @@ def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
     split = found.of_folder(data.root, _position(model, Path(data.root))) if found is not None else None
     present = set(data.files)
     same_data = split is not None and set(split.train) | set(split.val) <= present | _bad(data)
+    if same_data and not all_images and not split.val:
+        raise SeedlingsError(_no_held_out(model, data.root))
     if same_data and not all_images:
         return data.subset(split.val), "validation split of the run"
     if same_data:
@@ -37,6 +39,17 @@ def _rows_to_score(model, data, all_images: bool) -> tuple[np.ndarray, str]:
         return np.arange(len(data.files)), ("all images (WARNING: this model was trained on this folder and "
                                             "its split is unknown; the numbers are optimistic)")
     return np.arange(len(data.files)), "all images"
+
+
+def _no_held_out(model, root) -> str:
+    """What to say when a model trained on every image of the folder is asked to score it."""
+    metrics = model.file.metrics
+    said = (f" Its reported accuracy is its recipe's out-of-fold micro-F1, {metrics['f1_micro']:.4f} on "
+            f"{metrics['n']} images (model.json metrics, split \"out-of-fold\": each image scored by a fold model "
+            f"that did not train on it)." if metrics.get("split") == "out-of-fold" else "")
+    return (f"--data {root}: {model.dir} was trained on every image of this folder (--val-fraction 0), so none is "
+            f"held out to score it.{said} Score it on photos it did not train on, or add --all for figures on its "
+            f"training images (optimistic).")
 
 
 def _bad(data) -> set[str]:

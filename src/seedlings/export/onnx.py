@@ -115,11 +115,16 @@ def run_config(run: Path) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def sample_images(val_set: Subset | None, image_size: int, n: int = 64) -> tuple[np.ndarray, str]:
-    """Real validation images of the run (``run_data``'s second subset); synthetic noise when unavailable."""
+def sample_images(val_set: Subset | None, image_size: int, n: int = 64,
+                  train_set: Subset | None = None) -> tuple[np.ndarray, str]:
+    """Real validation images of the run (``run_data``'s second subset); for a run with none (``--val-fraction
+    0``), ``n`` of its training images spread over all classes; synthetic noise when its data is not here."""
     if val_set is not None and len(val_set.rows):
         rows = val_set.rows[:n]
         return np.asarray(val_set.images[rows]), f"{len(rows)} validation images of the run"
+    if train_set is not None and len(train_set.rows):
+        rows = train_set.rows[np.unique(np.linspace(0, len(train_set.rows) - 1, n).astype(int))]
+        return np.asarray(train_set.images[rows]), f"{len(rows)} training images of the run (it holds none out)"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (16, image_size, image_size, 3), dtype=np.uint8), "16 random images (data not found)"
 
@@ -172,7 +177,8 @@ def export_run(run: str | Path, out: str | Path, precision: str = "fp32", half: 
     subsets = run_data(run, model_file)
     graph, unknown = _with_novelty(model_file, model, wrapped, subsets, fit_detector, log)
     exported = model_file.replace(unknown=unknown, files={}, extra={**model_file.extra, "source_run": str(run)})
-    return write_model_folder(graph, model, exported, Export(run, out, precision, half, log, subsets[1]))
+    job = Export(run, out, precision, half, log, val_set=subsets[1], train_set=subsets[0])
+    return write_model_folder(graph, model, exported, job)
 
 
 def finished_run(run: Path) -> ModelFile:
@@ -196,6 +202,7 @@ class Export:
     half: bool = False
     log: Callable[[str], object] = print
     val_set: Subset | None = None  # ``run_data``'s second subset: parity and validation images
+    train_set: Subset | None = None  # its first: parity images of a run that holds none out
 
 
 def write_model_folder(graph, model, model_file: ModelFile, job: Export) -> Path:
@@ -227,7 +234,7 @@ def _write_graphs(graph, model, spec: PreprocessSpec, tmp: Path, job: Export) ->
     outputs = ("logits", "distance") if graph is not model else ("logits",)
     fp32, int8 = ONNX_FILES["fp32"], ONNX_FILES["int8"]
     export_onnx(graph, spec.image_size, tmp / fp32, outputs)
-    images, what = sample_images(job.val_set, spec.image_size)
+    images, what = sample_images(job.val_set, spec.image_size, train_set=job.train_set)
     delta, ddist = parity(graph, tmp / fp32, images, spec)
     job.log(f"parity on {what}: max |Δprob| = {delta:.2e} (tolerance {PARITY_TOLERANCE:g})"
             + (f", max relative Δdistance = {ddist:.2e}" if len(outputs) > 1 else ""))
