@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,7 +171,6 @@ def test_the_distance_ratio_bench_recomputes_what_the_folds_recorded(folds):
     fold's model.json recorded when it trained (what --calibrate-from reads for folds trained since)."""
     import subprocess
     import sys
-    from pathlib import Path
 
     tmp, data, cv = folds
     bench = Path(__file__).resolve().parents[2] / "bench" / "distance_ratio.py"
@@ -223,3 +223,29 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     assert scored.returncode == 0, scored.stderr[-2000:]
     report = json.loads(scored.stdout)
     assert report["n"] == 24 and report["scope"] == "all images (including the run's training images)"
+
+    # The model card's figures for it: accuracy and confusion from the folds, the probes on the model itself.
+    bench = Path(__file__).resolve().parents[2] / "bench" / "model_card_figures.py"
+    figures = subprocess.run([sys.executable, str(bench), "--model", str(model_dir), "--data", str(data), "--out",
+                              str(tmp_path / "card")], capture_output=True, text=True, timeout=300)
+    assert figures.returncode == 2 and "add --folds CV" in figures.stderr
+    figures = subprocess.run([sys.executable, str(bench), "--model", str(model_dir), "--data", str(data), "--out",
+                              str(tmp_path / "card"), "--folds", str(cv)], capture_output=True, text=True, timeout=300)
+    assert figures.returncode == 0, figures.stderr[-3000:]
+    card = json.loads((tmp_path / "card" / "figures.json").read_text())
+    assert card["out_of_fold"]["f1_micro"] == pytest.approx(oof["f1_micro"]) and card["out_of_fold"]["n"] == 24
+    assert sorted(card["unknown"]) == ["probes_seed0", "probes_seed1"]
+    assert card["int8_top1_agreement"]["n"] == 24
+    folds_said = [json.loads((cv / f"fold-{i}" / "model.json").read_text())["unknown"] for i in range(3)]
+    assert card["false_reject_folds"]["both"] == pytest.approx(
+        np.mean([u["false_reject_validation_total"] for u in folds_said]))  # 8 held-out images each
+    assert (tmp_path / "card" / "confusion_matrix.png").stat().st_size > 1000
+    other = tmp_path / "other-cv"
+    shutil.copytree(cv, other)
+    record = json.loads((other / "fold-0" / "model.json").read_text())
+    record["calibration"]["temperature"] *= 2
+    (other / "fold-0" / "model.json").write_text(json.dumps(record))
+    wrong = subprocess.run([sys.executable, str(bench), "--model", str(model_dir), "--data", str(data), "--out",
+                            str(tmp_path / "card2"), "--folds", str(other)], capture_output=True, text=True,
+                           timeout=300)
+    assert wrong.returncode != 0 and "not the folds" in wrong.stderr
