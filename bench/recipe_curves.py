@@ -45,6 +45,10 @@ def main() -> None:
             sys.exit(f"{entry}: write LABEL=RUN_FOLDER")
         curves[label] = read_curve(Path(run))
     reference = ModelFile.load(args.reference)
+    if reference.metrics.get("split") != "validation":
+        sys.exit(f"--reference {args.reference}: its micro-F1 is not a validation-split score (split "
+                 f"{reference.metrics.get('split')!r}: a model trained on every image reports its recipe's out-of-fold "
+                 "score); give a model validated on the runs' split, or compare recipes with bench/oof_compare.py")
     ref = reference.metrics["f1_micro"]
     rows = [[label, f"{max(c):.4f} ({c.index(max(c)) + 1})", f"{c[-1]:.4f}", f"{(max(c) - ref) * 100:+.2f}"]
             for label, c in curves.items()]

@@ -109,6 +109,10 @@ def validation_f1(run_dir: Path, models: dict) -> dict:
     except Exception as exc:  # a benchmark goes on without it
         print(f"(validation F1 skipped: {exc})")
         return {}
+    if not len(rows):
+        print("(validation F1 skipped: the run trained on every image, --val-fraction 0; its model.json metrics are "
+              "its recipe's out-of-fold scores)")
+        return {}
     images, labels = np.asarray(data.images[rows]), np.asarray(data.labels[rows])
     scores = {}
     for name, m in models.items():

@@ -249,3 +249,7 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
                             str(tmp_path / "card2"), "--folds", str(other)], capture_output=True, text=True,
                            timeout=300)
     assert wrong.returncode != 0 and "not the folds" in wrong.stderr
+    curves = subprocess.run([sys.executable, str(bench.with_name("recipe_curves.py")), f"a={cv / 'fold-0'}",
+                             "--reference", str(model_dir), "--out", str(tmp_path / "c.png")],
+                            capture_output=True, text=True, timeout=300)
+    assert curves.returncode != 0 and "not a validation-split score" in curves.stderr  # not drawn as if it were
