@@ -11,6 +11,10 @@ images a difference of 0.5 points is some 20 images, which this test can resolve
 it could not. Recipes must share the images (the same data, any fold assignment); with --common, recipes
 whose finished folds cover different images are compared on the images all of them scored (the table says
 how many).
+
+LABEL=CV_A+CV_B (any number of ``+``) is the ensemble of those recipes: each image's probabilities averaged over
+them (each member's own out-of-fold prediction, so the ensemble is out-of-fold too). On one CPU an ensemble of
+N models costs N forward passes a photo: an option for archives, not the single-model default.
 """
 
 from __future__ import annotations
@@ -40,13 +44,27 @@ def _finished_folds(path: Path) -> tuple[list[str], list[str], list[str], np.nda
 
 def load(spec: str) -> tuple[str, dict]:
     label, _, path = spec.rpartition("=")
-    path = Path(path)
+    members = [path] if Path(path).exists() or "+" not in path else path.split("+")
+    loaded = [_load_one(Path(m), spec) for m in members]
+    shared = set.intersection(*(set(r["files"]) for r in loaded))
+    loaded = [r if len(r["files"]) == len(shared) else _only(r, shared) for r in loaded]  # finished folds differ
+    first = loaded[0]
+    for m, r in zip(members[1:], loaded[1:]):
+        if r["files"] != first["files"] or r["classes"] != first["classes"]:
+            sys.exit(f"{spec}: {m} predicts other classes or images than {members[0]}; an ensemble's members must "
+                     "be trained on the same data")
+    probs = np.mean([r["probs"] for r in loaded], axis=0)
+    folds = "+".join(str(r["folds"]) for r in loaded)
+    return label or path, {**first, "probs": probs, "pred": probs.argmax(1), "folds": folds}
+
+
+def _load_one(path: Path, spec: str) -> dict:
     csv_path = path / OOF_CSV if path.is_dir() else path
     folds = None
     if path.is_dir() and not csv_path.is_file():
         classes, files, true, probs, folds = _finished_folds(path)
     elif not csv_path.is_file():
-        sys.exit(f"{spec}: no {OOF_CSV} (train the folds first: seedlings train --folds K --out {path})")
+        sys.exit(f"{spec}: no {OOF_CSV} in {path} (train the folds first: seedlings train --folds K --out {path})")
     else:
         classes, files, true, probs = read_predictions(csv_path)
     order = np.argsort(files)
@@ -55,15 +73,15 @@ def load(spec: str) -> tuple[str, dict]:
     if folds is not None:
         meta = {"folds": folds}
     labels = np.asarray([classes.index(t) for t in true])[order]
-    return label or path.name, {"files": [files[i] for i in order], "labels": labels, "classes": classes,
-                                "pred": probs[order].argmax(1), "folds": meta.get("folds", "?")}
+    return {"files": [files[i] for i in order], "labels": labels, "classes": classes, "probs": probs[order],
+            "folds": meta.get("folds", "?")}
 
 
 def _only(r: dict, files: set[str]) -> dict:
     keep = np.asarray([f in files for f in r["files"]])
     folds = r["folds"] if keep.all() else f"part of {str(r['folds']).split(' ')[0]}"  # some of its folds' images
     return {**r, "files": [f for f, k in zip(r["files"], keep) if k], "labels": r["labels"][keep],
-            "pred": r["pred"][keep], "folds": folds}
+            "probs": r["probs"][keep], "pred": r["probs"][keep].argmax(1), "folds": folds}
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -156,3 +157,37 @@ def test_the_fold_benches_score_tta_and_compare_unfinished_recipes_on_common_ima
     line = next(line for line in common.stdout.splitlines() if line.startswith("partial"))
     assert line.split()[1:4] == ["2", "(0+1)", str(n)]
     assert line.endswith("0 / 0, p = 1.000")  # the same predictions as `all` on those images
+
+
+
+def test_oof_compare_scores_an_ensemble_on_averaged_probabilities(tmp_path):
+    """LABEL=A+B averages each image's probabilities over the members (on the images all of them scored), so
+    the ensemble can be right where each member alone is wrong, and is compared with the first recipe."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from seedlings.training.folds import write_predictions
+
+    classes = ["a", "b"]
+    files = [f"{c}/{i}.png" for i, c in enumerate("aabb")]
+    true = [f.split("/")[0] for f in files]
+    # a: right on 0 and 2 only; b: right on 1 and 3 only; their mean: right on all four.
+    a = np.asarray([[0.9, 0.1], [0.45, 0.55], [0.1, 0.9], [0.55, 0.45]])
+    b = np.asarray([[0.45, 0.55], [0.9, 0.1], [0.55, 0.45], [0.1, 0.9]])
+    write_predictions(tmp_path / "a.csv", classes, files, true, a)
+    write_predictions(tmp_path / "b.csv", classes, files, true, b)
+    write_predictions(tmp_path / "b3.csv", classes, files[:3], true[:3], b[:3])
+    bench = Path(__file__).resolve().parents[2] / "bench" / "oof_compare.py"
+
+    def compare(*specs):
+        run = subprocess.run([sys.executable, str(bench), *specs], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return {line.split()[0]: line for line in run.stdout.splitlines() if line.split()}
+
+    rows = compare(f"a={tmp_path / 'a.csv'}", f"ens={tmp_path / 'a.csv'}+{tmp_path / 'b.csv'}")
+    assert re.search(r"\s4\s+0\.5000\s+2\s", rows["a"]), rows["a"]
+    assert re.search(r"\s4\s+1\.0000\s+0\s", rows["ens"]), rows["ens"]
+    assert rows["ens"].endswith("2 / 0, p = 0.500")
+    rows = compare(f"a={tmp_path / 'a.csv'}", f"ens={tmp_path / 'a.csv'}+{tmp_path / 'b3.csv'}", "--common")
+    assert re.search(r"\s3\s+1\.0000\s+0\s", rows["ens"]), rows["ens"]  # the images both members scored
