@@ -128,7 +128,7 @@ def final_figures(model, args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "figures.json", portable(out))
     plot_confusion(evidence.report["confusion_matrix"], classes, args.out / "confusion_matrix.png",
-                   f"out-of-fold confusion matrix ({len(folds)} folds of the recipe, {len(labels)} images)")
+                   f"out-of-fold confusion matrix ({len(folds)} folds of the recipe)")
     plot_reliability(calibrated, labels, args.out / "reliability.png")
     _print_final(out)
 
