@@ -10,7 +10,8 @@ A model trained on every image (``train --val-fraction 0 --calibrate-from CV``) 
 ``--folds CV``. Its accuracy, confusion matrix and reliability are then the out-of-fold ones of those folds (the
 probabilities under the final model's temperature), its false-reject on real seedlings the folds' (each on the
 images it held out) beside its own rate on its training photos (a lower bound: it trained on them); the
-generated probes, int8 agreement, latency and size are measured on the model itself.
+generated probes, int8 agreement, latency and size are measured on the model itself, and the probes also on each
+fold whose weights are kept (their rules were fitted on photos they held out; the final model's is transferred).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def final_figures(model, args) -> None:
     photos = np.asarray(data.images[np.arange(len(data.files))])
     probes = {seed: ood.generate(n_per_kind=40, size=model.spec.image_size, seed=seed) for seed in (0, 1)}
     out["unknown"] = {f"probes_seed{seed}": ood.unknown_rates(model, photos, p) for seed, p in probes.items()}
+    out["unknown_folds"] = _fold_probes(folds, probes)
     try:
         int8 = load_model(args.model, precision="int8")
         agree = int8.probabilities(photos).argmax(1) == model.probabilities(photos).argmax(1)
@@ -133,6 +135,21 @@ def final_figures(model, args) -> None:
     _print_final(out)
 
 
+def _fold_probes(folds, probes: dict) -> dict:
+    """Each fold model's false-accept on the same probes (folds whose weights are kept): what a rule fitted on held-out
+    photos gives, beside the final model's transferred one."""
+    from seedlings.artifact import WEIGHTS
+
+    rates = {}
+    for run in folds:
+        if (run / WEIGHTS).is_file():
+            fold = load_model(run)
+            rates[run.name] = {f"probes_seed{seed}": float(np.mean([(~fold.unknown(*fold.assess(images))).mean()
+                                                                   for images in p.values()]))
+                               for seed, p in probes.items()}
+    return rates
+
+
 def _print_final(out: dict) -> None:
     o = out["out_of_fold"]
     print(f"out-of-fold ({out['folds']} folds) n = {o['n']}: micro-F1 {o['f1_micro']:.4f}, macro-F1 "
@@ -145,6 +162,9 @@ def _print_final(out: dict) -> None:
           f"threshold on the out-of-fold probabilities {f['max_probability_final_rule']:.1%}")
     for key, u in out["unknown"].items():
         _print_unknown(f"unknown, {key}", u, "its own training photos, a lower bound")
+    for fold, rates in out["unknown_folds"].items():
+        print(f"{fold} (its own rule, fitted on photos it held out): false-accept "
+              + ", ".join(f"{k} {r:.1%}" for k, r in rates.items()))
     q = out["int8_top1_agreement"]
     if "agreement" in q:
         print(f"int8: top-1 agreement with fp32 {q['agreement']:.2%} on {q['n']} photos")

@@ -235,6 +235,8 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     card = json.loads((tmp_path / "card" / "figures.json").read_text())
     assert card["out_of_fold"]["f1_micro"] == pytest.approx(oof["f1_micro"]) and card["out_of_fold"]["n"] == 24
     assert sorted(card["unknown"]) == ["probes_seed0", "probes_seed1"]
+    assert sorted(card["unknown_folds"]) == ["fold-0", "fold-1", "fold-2"]  # each fold's own rule, same probes
+    assert all(sorted(rates) == ["probes_seed0", "probes_seed1"] for rates in card["unknown_folds"].values())
     assert card["int8_top1_agreement"]["n"] == 24
     folds_said = [json.loads((cv / f"fold-{i}" / "model.json").read_text())["unknown"] for i in range(3)]
     assert card["false_reject_folds"]["both"] == pytest.approx(
