@@ -237,6 +237,15 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     assert sorted(card["unknown"]) == ["probes_seed0", "probes_seed1"]
     assert sorted(card["unknown_folds"]) == ["fold-0", "fold-1", "fold-2"]  # each fold's own rule, same probes
     assert all(sorted(rates) == ["probes_seed0", "probes_seed1"] for rates in card["unknown_folds"].values())
+    # retrain_default.py's last stage says whether a model meets the probe target, from the same probe sets.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("retrain_default", bench.with_name("retrain_default.py"))
+    retrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retrain)
+    worst = max(card["unknown"][k]["false_accept_all"] for k in ("probes_seed0", "probes_seed1"))
+    assert retrain.probe_check(model_dir, target=worst) is True
+    assert retrain.probe_check(model_dir, target=worst - 0.001) is False
     assert card["int8_top1_agreement"]["n"] == 24
     folds_said = [json.loads((cv / f"fold-{i}" / "model.json").read_text())["unknown"] for i in range(3)]
     assert card["false_reject_folds"]["both"] == pytest.approx(
