@@ -216,7 +216,7 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     refused = evaluate()
     assert refused.returncode != 0 and refused.stdout == ""
     oof = json.loads((cv / "oof.json").read_text())
-    assert "trained on every image of this folder (--val-fraction 0), so none is held out" in refused.stderr
+    assert "was trained on every image of this folder, so none is held out to score it" in refused.stderr
     assert f"out-of-fold micro-F1, {oof['f1_micro']:.4f} on 24 images" in refused.stderr
     assert "add --all" in refused.stderr
     scored = evaluate("--all")

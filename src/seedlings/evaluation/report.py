@@ -47,9 +47,9 @@ def _no_held_out(model, root) -> str:
     said = (f" Its reported accuracy is its recipe's out-of-fold micro-F1, {metrics['f1_micro']:.4f} on "
             f"{metrics['n']} images (model.json metrics, split \"out-of-fold\": each image scored by a fold model "
             f"that did not train on it)." if metrics.get("split") == "out-of-fold" else "")
-    return (f"--data {root}: {model.dir} was trained on every image of this folder (--val-fraction 0), so none is "
-            f"held out to score it.{said} Score it on photos it did not train on, or add --all for figures on its "
-            f"training images (optimistic).")
+    return (f"--data {root}: {model.dir} was trained on every image of this folder, so none is held out to "
+            f"score it.{said} Score it on photos it did not train on, or add --all for figures on its training "
+            f"images (optimistic).")
 
 
 def _bad(data) -> set[str]:
