@@ -117,14 +117,15 @@ def run_config(run: Path) -> dict:
 
 def sample_images(val_set: Subset | None, image_size: int, n: int = 64,
                   train_set: Subset | None = None) -> tuple[np.ndarray, str]:
-    """Real validation images of the run (``run_data``'s second subset); for a run with none (``--val-fraction
-    0``), ``n`` of its training images spread over all classes; synthetic noise when its data is not here."""
-    if val_set is not None and len(val_set.rows):
-        rows = val_set.rows[:n]
-        return np.asarray(val_set.images[rows]), f"{len(rows)} validation images of the run"
-    if train_set is not None and len(train_set.rows):
-        rows = train_set.rows[np.unique(np.linspace(0, len(train_set.rows) - 1, n).astype(int))]
-        return np.asarray(train_set.images[rows]), f"{len(rows)} training images of the run (it holds none out)"
+    """``n`` real validation images of the run (``run_data``'s second subset), for a run with none (``--val-fraction
+    0``) training images, spread evenly over the rows, which are in class order: int8 calibrated on the first 64
+    (two species) lost 0.5 points on a Lite0 fold, spread over all twelve 0.1; synthetic noise when the data is
+    not here."""
+    for subset, kind in ((val_set, "validation images of the run"),
+                         (train_set, "training images of the run (it holds none out)")):
+        if subset is not None and len(subset.rows):
+            rows = subset.rows[np.unique(np.linspace(0, len(subset.rows) - 1, n).astype(int))]
+            return np.asarray(subset.images[rows]), f"{len(rows)} {kind}"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (16, image_size, image_size, 3), dtype=np.uint8), "16 random images (data not found)"
 
