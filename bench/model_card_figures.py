@@ -144,9 +144,7 @@ def _fold_probes(folds, probes: dict) -> dict:
     for run in folds:
         if (run / WEIGHTS).is_file():
             fold = load_model(run)
-            rates[run.name] = {f"probes_seed{seed}": float(np.mean([(~fold.unknown(*fold.assess(images))).mean()
-                                                                   for images in p.values()]))
-                               for seed, p in probes.items()}
+            rates[run.name] = {f"probes_seed{seed}": ood.false_accept(fold, p) for seed, p in probes.items()}
     return rates
 
 

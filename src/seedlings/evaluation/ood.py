@@ -57,6 +57,11 @@ def generate(n_per_kind: int = 40, *, size: int, seed: int = 0) -> dict[str, np.
     return {k: np.stack([makers[k](rng, size) for _ in range(n_per_kind)]) for k in KINDS}
 
 
+def false_accept(model, ood: dict[str, np.ndarray]) -> float:
+    """The share of the generated images the model's ``unknown`` rule lets through (all kinds together)."""
+    return float(np.concatenate([~model.unknown(*model.assess(images)) for images in ood.values()]).mean())
+
+
 def unknown_rates(model, val_images: np.ndarray, ood: dict[str, np.ndarray], tta: bool = False) -> dict:
     """False-reject on validation images and false-accept per OOD kind, for the model's ``unknown``
     rule; also each signal on its own (max probability, feature distance) to show what each adds."""
