@@ -264,3 +264,28 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
                              "--reference", str(model_dir), "--out", str(tmp_path / "c.png")],
                             capture_output=True, text=True, timeout=300)
     assert curves.returncode != 0 and "not a validation-split score" in curves.stderr  # not drawn as if it were
+
+
+def test_the_probe_distances_bench_splits_the_rule_the_model_applies(folds):
+    """bench/probe_distances.py recomputes each part of a run's "not a seedling" rule on the generated probes: its
+    parts give the distance the model's own graph outputs and the same images let through."""
+    import importlib.util
+
+    from seedlings import load_model
+    from seedlings.evaluation import ood
+
+    _, _, cv = folds
+    path = Path(__file__).resolve().parents[2] / "bench" / "probe_distances.py"
+    spec = importlib.util.spec_from_file_location("probe_distances", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = cv / "fold-0"
+    probes = ood.generate(8, size=24, seed=0)
+    parts = bench.components(run, probes)
+    model = load_model(run)
+    probs, distance = model.assess(np.concatenate(list(probes.values())))
+    threshold = model.file.unknown.distance_threshold
+    np.testing.assert_allclose(np.maximum(parts["maha"], parts["cos"]) * threshold, distance, rtol=1e-3, atol=1e-5)
+    assert (parts["unsure"] == model.file.unknown.signals(probs, distance)[0]).all()
+    assert (parts["accepted"] == ~model.unknown(probs, distance)).all()
+    assert list(parts["kinds"][::8]) == list(ood.KINDS)
