@@ -2,8 +2,10 @@
 64 spread over all its rows (every species), scored on all its validation images.
 
     python bench/int8_calibration.py RUN_DIR [--work DIR]
+    python bench/int8_calibration.py MODEL_DIR             e.g. src/seedlings/default_model (its model.onnx, split.json)
 
-RUN_DIR: a finished run folder whose data folder is on this machine. Prints fp32 and both int8 accuracies and the
+RUN_DIR: a finished run folder whose data folder is on this machine (exported first); MODEL_DIR: an exported model
+folder with its fp32 model.onnx and split.json, whose data folder is on this machine. Prints fp32 and both int8 accuracies and the
 top-1 agreement with fp32; `seedlings export` uses the spread set since session 14 (model card).
 """
 
@@ -32,16 +34,17 @@ def main() -> None:
     _, val = run_data(args.run, model_file)
     if val is None or not len(val.rows):
         sys.exit(f"{args.run}: no validation images here (its data folder is missing, or it held none out)")
-    if not (work / "model.onnx").is_file():
+    fp32_graph = args.run / "model.onnx" if (args.run / "model.onnx").is_file() else work / "model.onnx"
+    if not fp32_graph.is_file():
         subprocess.run([sys.executable, "-m", "seedlings", "export", str(args.run), "--out", str(work)], check=True,
                        capture_output=True)
     spec, images, labels = model_file.preprocess, np.asarray(val.images[val.rows]), np.asarray(val.labels[val.rows])
-    fp32 = onnx_probs(work / "model.onnx", images, spec).argmax(1)
+    fp32 = onnx_probs(fp32_graph, images, spec).argmax(1)
     print(f"{len(labels)} validation images; fp32 accuracy {(fp32 == labels).mean():.4f}")
     spread = np.unique(np.linspace(0, len(val.rows) - 1, 64).astype(int))
     for name, rows in (("first 64", val.rows[:64]), ("64 spread", val.rows[spread])):
         species = len(set(val.labels[rows].tolist()))
-        quantize_int8(work / "model.onnx", work / "int8.onnx", np.asarray(val.images[rows]), spec, log=lambda *a: None)
+        quantize_int8(fp32_graph, work / "int8.onnx", np.asarray(val.images[rows]), spec, log=lambda *a: None)
         int8 = onnx_probs(work / "int8.onnx", images, spec).argmax(1)
         print(f"int8 calibrated on the {name} ({species} species): accuracy {(int8 == labels).mean():.4f}, "
               f"top-1 agreement with fp32 {(int8 == fp32).mean():.2%}")
