@@ -5,8 +5,8 @@
     python bench/int8_calibration.py MODEL_DIR             e.g. src/seedlings/default_model (its model.onnx, split.json)
 
 RUN_DIR: a finished run folder whose data folder is on this machine (exported first); MODEL_DIR: an exported model
-folder with its fp32 model.onnx and split.json, whose data folder is on this machine. Prints fp32 and both int8 accuracies and the
-top-1 agreement with fp32; `seedlings export` uses the spread set since session 14 (model card).
+folder with its fp32 model.onnx and split.json, whose data folder is on this machine. Prints fp32 and both int8
+accuracies and the top-1 agreement with fp32; `seedlings export` uses the spread set since session 14 (model card).
 """
 
 from __future__ import annotations
