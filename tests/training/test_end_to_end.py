@@ -53,6 +53,8 @@ def test_train_kill_resume_evaluate_export_predict(tmp_path):
         assert (run / name).is_file(), name
     meta = json.loads((run / "model.json").read_text())
     assert meta["metrics"]["f1_micro"] >= 0.6, meta["metrics"]
+    # the command is recorded without the folder the program ran from (a model file names no path of its machine)
+    assert meta["training"]["command"].startswith(f"__main__.py train --data {data} --out {run} "), meta["training"]
 
     report = json.loads(seedlings("evaluate", "--model", run, "--data", data, "--json", env=env).stdout)
     split = json.loads((run / "split.json").read_text())

@@ -116,11 +116,17 @@ def build_model_file(state: TrainState, calibration: Calibration, unknown: Unkno
                            **({"weights_epoch": state.cfg.epochs} if state.cfg.keep == "last" else {})}})
 
 
+def command_line() -> str:
+    """The command that trained the run, as recorded in model.json: the program's file name, not its path (a model
+    file names no folder of the machine that trained it)."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
+
+
 def training_record(state: TrainState, wall: float) -> dict:
     cfg, env = state.cfg, state.env
     return {"epochs": cfg.epochs, "wall_s": round(wall, 1), "world_size": env.world_size,
             "precision": state.precision, "device": env.device, "n_train": len(state.train_set.rows),
             "n_val": len(state.val_set.rows), "data": cfg.data if isinstance(cfg.data, list) else str(cfg.data),
             **({"val_data": str(cfg.val_data)} if cfg.val_data else {}),
-            **({"teacher": state.teacher} if state.teacher else {}), "command": " ".join(sys.argv),
+            **({"teacher": state.teacher} if state.teacher else {}), "command": command_line(),
             "host_cpus": os.cpu_count()}
