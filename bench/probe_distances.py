@@ -34,14 +34,15 @@ def components(run: Path, probes: dict[str, np.ndarray]) -> dict:
     feats, logits = novelty.features_logits(model, images, np.arange(len(images)), model_file.preprocess,
                                             len(model_file.classes))
     rule = model_file.unknown
-    unsure = rule.signals(model_file.calibration.probabilities(logits))[0]
+    probs = model_file.calibration.probabilities(logits)
     centres, whiten, directions = (getattr(with_distance, n).numpy().astype(np.float64)
                                    for n in ("centres", "whiten", "directions"))
     scales = with_distance.scales.numpy().astype(np.float64)
-    maha = novelty.distances(centres, whiten, feats) / scales[0] / rule.distance_threshold
-    cos = novelty.cosine_distances(directions, feats) / scales[1] / rule.distance_threshold
-    accepted = ~(unsure | (np.maximum(maha, cos) > 1))
-    return {"kinds": kinds, "accepted": accepted, "unsure": unsure, "maha": maha, "cos": cos, "scales": scales,
+    maha = novelty.distances(centres, whiten, feats) / scales[0]
+    cos = novelty.cosine_distances(directions, feats) / scales[1]
+    distance = np.maximum(maha, cos)  # what the graph's distance output is (novelty.combined), kept in its two parts
+    return {"kinds": kinds, "accepted": ~rule.flags(probs, distance), "unsure": rule.signals(probs, distance)[0],
+            "maha": maha / rule.distance_threshold, "cos": cos / rule.distance_threshold, "scales": scales,
             "threshold": rule.distance_threshold}
 
 

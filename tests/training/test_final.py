@@ -21,6 +21,16 @@ from seedlings.training.folds import write_predictions
 TINY = {"epochs": 2, "image_size": 24, "batch_size": 8, "threads": 1}
 
 
+def bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def weights_epoch(run) -> int:
     with safe_open(str(run / "weights.safetensors"), "pt") as f:
         return int(f.metadata()["epoch"])
@@ -238,11 +248,7 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     assert sorted(card["unknown_folds"]) == ["fold-0", "fold-1", "fold-2"]  # each fold's own rule, same probes
     assert all(sorted(rates) == ["probes_seed0", "probes_seed1"] for rates in card["unknown_folds"].values())
     # retrain_default.py's last stage says whether a model meets the probe target, from the same probe sets.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("retrain_default", bench.with_name("retrain_default.py"))
-    retrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(retrain)
+    retrain = bench_module("retrain_default")
     worst = max(card["unknown"][k]["false_accept_all"] for k in ("probes_seed0", "probes_seed1"))
     assert retrain.probe_check(model_dir, target=worst) is True
     assert retrain.probe_check(model_dir, target=worst - 0.001) is False
@@ -269,16 +275,11 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
 def test_the_probe_distances_bench_splits_the_rule_the_model_applies(folds):
     """bench/probe_distances.py recomputes each part of a run's "not a seedling" rule on the generated probes: its
     parts give the distance the model's own graph outputs and the same images let through."""
-    import importlib.util
-
     from seedlings import load_model
     from seedlings.evaluation import ood
 
     _, _, cv = folds
-    path = Path(__file__).resolve().parents[2] / "bench" / "probe_distances.py"
-    spec = importlib.util.spec_from_file_location("probe_distances", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("probe_distances")
     run = cv / "fold-0"
     probes = ood.generate(8, size=24, seed=0)
     parts = bench.components(run, probes)
