@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 from tests.helpers import make_dataset, require_tool, seedlings_cli
 from tests.serving.conftest import require_module
-from tests.serving.test_serve_browser import CHROMIUM_ARGS
+from tests.serving.test_serve_browser import CHROMIUM_ARGS, wait_for_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -52,7 +52,7 @@ def correct_on_the_page(url: str, photo: bytes, species: str) -> None:
         browser = pw.chromium.launch(executable_path=require_tool("chromium"), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page()
         page.goto(url + "/")
-        page.wait_for_selector("#model-info:has-text('Model ')")
+        wait_for_model(page)
         page.set_input_files("#file-input", files=[{"name": "field.png", "mimeType": "image/png", "buffer": photo}])
         card = page.locator(".card").first
         card.locator(".bars .row").first.wait_for(timeout=60_000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from tests.helpers import require_tool
 from tests.serving.conftest import png_bytes, require_module
@@ -10,6 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def wait_for_model(page) -> None:
+    """Wait until the page has shown the model card ("Model NAME VERSION (…)"), so what it set from /v1/model is
+    there. Case-sensitive on purpose: :has-text() ignores case and trims, so it matched "Loading the model…"."""
+    page.locator("#model-info", has_text=re.compile(r"^Model \S+ \S+ \(")).wait_for(timeout=60_000)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,7 @@ def page(browser, server):
 
 
 def test_upload_shows_top5_bars(page):
-    page.wait_for_selector("#model-info:has-text('Model ')")
+    wait_for_model(page)
     assert page.locator("#species-list dt").count() >= 3  # a description of each species the model knows
     page.set_input_files("#file-input", files=[{"name": "seedling.png", "mimeType": "image/png",
                                                  "buffer": png_bytes()}])
@@ -160,7 +168,7 @@ def feedback_page(browser, feedback_server):
     errors = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.goto(srv.url + "/")
-    pg.wait_for_selector("#model-info:has-text('Model ')")
+    wait_for_model(pg)
     yield pg
     assert not errors, errors
     context.close()
