@@ -91,15 +91,13 @@ def final_figures(model, args) -> None:
     from seedlings.training.folds import fold_dirs, read_folds
 
     folds = fold_dirs(args.folds)
-    classes, files, true, probs, per_fold = read_folds(folds)
+    classes, files = read_folds(folds)[:2]  # the folds' own images: this model trained on all of them
     evidence = read_evidence(args.folds, model.classes, files, model.file.backbone, model.spec.image_size)
     if abs(evidence.calibration.temperature - model.file.calibration.temperature) > 1e-9:
         raise SystemExit(f"--folds {args.folds}: not the folds {model.dir} was calibrated from (their temperature "
                          f"{evidence.calibration.temperature:.6f}, its {model.file.calibration.temperature:.6f})")
     records = [json.loads((run / "model.json").read_text()) for run in folds]
-    temps = np.concatenate([np.full(f["n"], r["calibration"]["temperature"]) for f, r in zip(per_fold, records)])
-    logits = temps[:, None] * np.log(np.clip(probs, 1e-12, None))
-    labels = np.asarray([classes.index(t) for t in true])
+    logits, labels, per_fold = evidence.logits, evidence.labels, evidence.per_fold
     calibrated = softmax(logits, model.file.calibration.temperature)
     held_out = [r["unknown"] for r in records]
     n_val = np.asarray([f["n"] for f in per_fold])

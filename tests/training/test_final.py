@@ -117,6 +117,8 @@ def test_the_temperature_is_recovered_from_folds_calibrated_differently(tmp_path
     evidence = read_evidence(tmp_path, classes, files, "resnet10t", 24)
     assert evidence.calibration.temperature == pytest.approx(want, rel=0.01)
     assert evidence.report["n"] == 300 and evidence.folds == 2
+    assert list(evidence.labels) == list(labels) and [f["n"] for f in evidence.per_fold] == [150, 150]
+    assert np.allclose(softmax(evidence.logits, 1.0), softmax(logits, 1.0), atol=1e-6)  # logits up to a shift
     assert list(evidence.distance_ratio) == pytest.approx([2.0, 1.5])
     probs = softmax(logits, evidence.calibration.temperature)
     assert (probs.max(1) < evidence.rule.threshold).mean() == pytest.approx(0.01, abs=0.005)

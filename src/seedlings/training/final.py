@@ -55,6 +55,9 @@ class FoldEvidence:
     distance_ratio: np.ndarray  # (Mahalanobis, cosine): held-out over training quantile, median over folds
     distance_threshold: float  # the folds' median distance threshold, in units of their scales
     ratio_folds: list[str]  # the folds that recorded both quantiles (the ratio's median is over them)
+    logits: np.ndarray  # every image's out-of-fold logits (each fold's probabilities at its own temperature)
+    labels: np.ndarray  # their true class indices, in the order of ``logits``
+    per_fold: list[dict]  # each fold's scores on the images it held out (``read_folds``)
 
     def record(self) -> dict:
         return {"fitted_on": "out-of-fold", "folds_dir": str(self.root), "folds": self.folds, "n": self.report["n"],
@@ -97,7 +100,8 @@ def read_evidence(root: str | Path, classes: list[str], files: list[str], model:
     report = report_from_confusion(confusion_matrix(labels, probs.argmax(1), len(classes)), list(classes))
     report["split"] = "out-of-fold"
     ratio, threshold, ratio_folds = _distance_transfer(folds, records)
-    return FoldEvidence(root, len(folds), calibration, rule, report, ratio, threshold, ratio_folds)
+    return FoldEvidence(root, len(folds), calibration, rule, report, ratio, threshold, ratio_folds, logits, labels,
+                        per_fold)
 
 
 def _finished(root: Path) -> list[Path]:
