@@ -292,3 +292,28 @@ def test_the_probe_distances_bench_splits_the_rule_the_model_applies(folds):
     assert (parts["unsure"] == model.file.unknown.signals(probs, distance)[0]).all()
     assert (parts["accepted"] == ~model.unknown(probs, distance)).all()
     assert list(parts["kinds"][::8]) == list(ood.KINDS)
+
+
+def test_the_knn_candidate_measures_the_distance_to_the_training_photos(folds, tmp_path):
+    """probe_distances --knn: a training photo sent as a probe lies at distance 0 from the bank of training photos,
+    the threshold comes from the held-out ones (the 3 % budget), and a folder without the run's photos is refused."""
+    from seedlings.artifact import ModelFile
+    from seedlings.data.cache import prepare
+    from seedlings.evaluation import ood
+
+    _, data, cv = folds
+    bench = bench_module("probe_distances")
+    run = cv / "fold-0"
+    split = json.loads((run / "split.json").read_text())
+    prepared = prepare(data, ModelFile.load(run).preprocess, progress=False)
+    rows = [prepared.files.index(name) for name in split["train"][:4]]
+    photos = np.asarray(prepared.images[np.asarray(rows)])
+    probes = {"photos": photos, "text": ood.generate(4, size=24, seed=0)["text"]}
+    knn = bench.knn_rule(run, data, probes, k=1)
+    assert list(knn["kinds"]) == ["photos"] * 4 + ["text"] * 4
+    assert np.all(knn["distance"][:4] < 1e-3 / knn["threshold"])  # each is its own nearest training photo
+    assert 0 < knn["threshold"] < 2 and (knn["distance"][4:] > knn["distance"][:4].max()).all()
+    assert knn["accepted"].dtype == bool
+    other = make_dataset(tmp_path / "other", per_class=3)
+    with pytest.raises(SystemExit, match="not the photos"):
+        bench.knn_rule(run, other, probes, k=1)

@@ -125,7 +125,8 @@ def distances(centres: np.ndarray, whiten: np.ndarray, feats: np.ndarray) -> np.
     return np.maximum(d.min(1), 0.0)
 
 
-def _signed_root(feats: np.ndarray) -> np.ndarray:
+def signed_root(feats: np.ndarray) -> np.ndarray:
+    """Signed square root of each feature, each row scaled to unit length (what the cosine distance compares)."""
     root = np.sign(feats) * np.sqrt(np.abs(feats))
     return root / np.maximum(np.linalg.norm(root, axis=1, keepdims=True), 1e-12)
 
@@ -133,7 +134,7 @@ def _signed_root(feats: np.ndarray) -> np.ndarray:
 def fit_directions(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Unit mean direction of each class's signed-√ features (C × D); a class without images points nowhere
     (a zero row: cosine 0, distance 1, so it is never nearer than a real class)."""
-    root = _signed_root(train_feats)
+    root = signed_root(train_feats)
     means = np.stack([root[train_labels == c].mean(0) if (train_labels == c).any() else np.zeros(root.shape[1])
                       for c in range(num_classes)])
     norms = np.linalg.norm(means, axis=1, keepdims=True)
@@ -142,7 +143,7 @@ def fit_directions(train_feats: np.ndarray, train_labels: np.ndarray, num_classe
 
 def cosine_distances(directions: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """1 − the largest cosine between an image's signed-√ features and a class direction."""
-    return np.maximum(1 - (_signed_root(feats) @ directions.T).max(1), 0.0)
+    return np.maximum(1 - (signed_root(feats) @ directions.T).max(1), 0.0)
 
 
 def combined(centres, whiten, directions, scales, feats: np.ndarray) -> np.ndarray:
