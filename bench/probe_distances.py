@@ -11,7 +11,8 @@ them. Session 15 used it to find why the model trained on every image let text t
 ``--knn K``: for fold runs (a split with held-out photos, read from ``--data``), a candidate detector beside the
 run's own: the cosine distance (signed-√ features) to the K nearest *training photos* instead of the class mean
 directions, its threshold set as the run's is (the 3 % false-reject budget on the held-out photos, what the
-max-probability rule leaves of it). Prints its false-accept per probe seed and which probes it lets through.
+max-probability rule leaves of it). Prints its false-accept per probe seed, which probes it lets through and the
+training photos nearest to them.
 """
 
 from __future__ import annotations
@@ -82,13 +83,13 @@ def _photo_features(run: Path, data_dir: Path):
                                                 spec))
     held, held_logits = novelty.features_logits(model, data.images, np.asarray([where[n] for n in split["val"]]),
                                                 spec, n_classes)
-    return model_file, model, bank, held, held_logits
+    return model_file, model, bank, held, held_logits, split["train"]
 
 
 def knn_rule(run: Path, data_dir: Path, probes: dict[str, np.ndarray], k: int) -> dict:
     """The run's max-probability rule with the distance part replaced by the ``k``-nearest-training-photo distance,
     thresholded on the run's held-out photos with the same budget; what it lets through of ``probes``."""
-    model_file, model, bank, held, held_logits = _photo_features(run, data_dir)
+    model_file, model, bank, held, held_logits, names = _photo_features(run, data_dir)
     rule, calibration = model_file.unknown, model_file.calibration
     held_d = knn_distances(bank, held, k)
     threshold = novelty.budget_threshold(held_d, rule.signals(calibration.probabilities(held_logits))[0])
@@ -96,9 +97,11 @@ def knn_rule(run: Path, data_dir: Path, probes: dict[str, np.ndarray], k: int) -
     feats, logits = novelty.features_logits(model, images, np.arange(len(images)), model_file.preprocess,
                                             len(model_file.classes))
     d = knn_distances(bank, feats, k)
+    nearest = np.asarray(names)[(novelty.signed_root(feats) @ bank.T).argmax(1)]
     unsure = rule.signals(calibration.probabilities(logits))[0]
     kinds = np.concatenate([[kind] * len(v) for kind, v in probes.items()])
-    return {"kinds": kinds, "accepted": ~(unsure | (d > threshold)), "distance": d / threshold, "threshold": threshold}
+    return {"kinds": kinds, "accepted": ~(unsure | (d > threshold)), "distance": d / threshold, "threshold": threshold,
+            "nearest": nearest}
 
 
 def main() -> None:
@@ -130,6 +133,10 @@ def main() -> None:
                 c = knn_rule(run, args.data, ood.generate(args.per_kind, size=size, seed=seed), k)
                 kinds, counts = np.unique(c["kinds"][c["accepted"]], return_counts=True)
                 through = ", ".join(f"{n} {kind}" for kind, n in zip(kinds, counts))
+                photos, near = np.unique(c["nearest"][c["accepted"]], return_counts=True)
+                if len(photos):
+                    through += "; nearest training photo: " + ", ".join(
+                        f"{photos[i]} ({near[i]})" for i in np.argsort(-near)[:3])
                 print(f"{'':<28} {seed:>4} {c['accepted'].mean():>12.1%}  with the {k}-nearest-photo distance "
                       f"(threshold {c['threshold']:.3f}) in place of the run's: {through or '-'}", flush=True)
 

@@ -313,7 +313,7 @@ def test_the_knn_candidate_measures_the_distance_to_the_training_photos(folds, t
     assert list(knn["kinds"]) == ["photos"] * 4 + ["text"] * 4
     assert np.all(knn["distance"][:4] < 1e-3 / knn["threshold"])  # each is its own nearest training photo
     assert 0 < knn["threshold"] < 2 and (knn["distance"][4:] > knn["distance"][:4].max()).all()
-    assert knn["accepted"].dtype == bool
+    assert knn["accepted"].dtype == bool and list(knn["nearest"][:4]) == split["train"][:4]
     other = make_dataset(tmp_path / "other", per_class=3)
     with pytest.raises(SystemExit, match="not the photos"):
         bench.knn_rule(run, other, probes, k=1)
