@@ -1,7 +1,7 @@
 """Retrain the default model with the shipped recipe; print each stage's wall time and the figures it gives.
 
     python bench/retrain_default.py [--data DIR] [--out DIR] [--folds K] [--seeds N] [--distill A] [--final]
-                                    [--scratch] [--resume]
+                                    [--image-size PX] [--scratch] [--resume]
 
 The shipped recipe (since session 9) fine-tunes EfficientNet-Lite0 from its ImageNet weights with the
 fine-tuning recipe (160 px, 10 epochs; `config.FINETUNE`), weight seed 0 on validation split 0, then exports it:
@@ -25,6 +25,7 @@ Last, the exported model's `unknown` flag on both generated probe sets, against 
 images accepted): a model trained on every image has a transferred distance rule, and the first one missed it
 (model card *Session 14*).
 
+``--image-size PX`` trains every stage at PX pixels instead of the recipe's 160 (192 px: model card *Session 16*).
 ``--scratch`` is the previous default instead (resnet10t from scratch at 64 px, 150 epochs, 72 min).
 docs/MODEL_CARD.md quotes the output.
 """
@@ -52,6 +53,14 @@ def seedlings(args: list[str], log: Path | None = None) -> None:
             sys.exit(f"failed: {' '.join(cmd)}" + (f"; see {log}" if log else ""))
 
 
+def recipe_args(data: Path, scratch: bool = False, image_size: int | None = None) -> list[str]:
+    """The `seedlings train` flags every stage shares: the data, split 0, the fine-tuning recipe (or the
+    from-scratch one), the input size when it is not the recipe's own."""
+    recipe = ["--data", str(data), "--split-seed", "0", "--threads", str(os.cpu_count() or 1)]
+    recipe += [] if scratch else ["--pretrained"]
+    return recipe + ([] if image_size is None else ["--image-size", str(image_size)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -63,13 +72,13 @@ def main() -> None:
                     help="also the recipe distilled from seed 0's out-of-fold predictions, teacher weight A")
     ap.add_argument("--final", action="store_true",
                     help="ship a model trained on every image, calibrated from the recipe's folds")
+    ap.add_argument("--image-size", type=int, metavar="PX", help="input size of every stage (default: the recipe's)")
     ap.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
     args = ap.parse_args()
     if (args.distill is not None or args.final) and not args.folds:
         ap.error("--distill and --final need the recipe's folds: add --folds K (e.g. 5)")
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe = ["--data", str(args.data), "--split-seed", "0", "--threads", str(os.cpu_count() or 1)]
-    recipe += [] if args.scratch else ["--pretrained"]
+    recipe = recipe_args(args.data, args.scratch, args.image_size)
     stages: list[tuple[str, float]] = []
 
     for seed in range(args.seeds if args.folds else 0):

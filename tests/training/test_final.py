@@ -251,6 +251,9 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     assert all(sorted(rates) == ["probes_seed0", "probes_seed1"] for rates in card["unknown_folds"].values())
     # retrain_default.py's last stage says whether a model meets the probe target, from the same probe sets.
     retrain = bench_module("retrain_default")
+    recipe = retrain.recipe_args(data, image_size=192)
+    assert recipe[recipe.index("--image-size") + 1] == "192" and "--pretrained" in recipe
+    assert "--image-size" not in retrain.recipe_args(data) and "--pretrained" not in retrain.recipe_args(data, True)
     worst = max(card["unknown"][k]["false_accept_all"] for k in ("probes_seed0", "probes_seed1"))
     assert retrain.probe_check(model_dir, target=worst) is True
     assert retrain.probe_check(model_dir, target=worst - 0.001) is False
