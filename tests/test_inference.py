@@ -68,3 +68,20 @@ def test_expand_inputs_lists_a_folders_images_sorted(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="folder holds no images"):
         expand_inputs(tmp_path / "empty")
+
+
+def test_the_latency_bench_times_each_model_in_turn(exported_model):
+    """bench/latency.py: one line per model with its input size, its median and its ratio to the first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "latency.py"
+    done = subprocess.run([sys.executable, str(bench), str(exported_model), str(exported_model), "--rounds", "2",
+                           "--n", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and len(lines) == 3
+    assert lines[1].startswith(f"1. {exported_model} (32 px): ") and "1.00× the first" in lines[1]
+    assert lines[2].startswith(f"2. {exported_model} (32 px): ")
+    assert all(line.count(", ") >= 2 and "ms median, fp32" in line for line in lines[1:])  # two rounds listed
