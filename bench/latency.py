@@ -29,16 +29,20 @@ def round_medians(models: dict, images: dict, rounds: int, n: int) -> dict[str, 
     out: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            x = images[name][None]
-            for _ in range(10):
-                model.probabilities(x)
-            times = []
-            for _ in range(n):
-                started = time.perf_counter()
-                model.probabilities(x)
-                times.append(time.perf_counter() - started)
-            out[name].append(float(np.median(times) * 1000))
+            out[name].append(latency_ms(model, images[name], n))
     return out
+
+
+def latency_ms(model, image: np.ndarray, n: int = 200, warmup: int = 10) -> float:
+    """Median milliseconds of ``n`` one-image calls of ``model.probabilities``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        model.probabilities(image[None])
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        model.probabilities(image[None])
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
 
 
 def main() -> None:

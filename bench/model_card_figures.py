@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,11 @@ from seedlings.evaluation.plots import plot_confusion, plot_reliability
 from seedlings.evaluation.report import evaluate, public
 from seedlings.fileio import atomic_write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency import latency_ms  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "plant-seedlings" / "train"
-
-
-def latency_ms(model, image: np.ndarray, n: int = 200) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        model.probabilities(image[None])
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1000)
 
 
 def main() -> None:
@@ -88,10 +82,10 @@ def final_figures(model, args) -> None:
     from seedlings.data import prepare
     from seedlings.evaluation.metrics import expected_calibration_error, softmax
     from seedlings.training.final import read_evidence
-    from seedlings.training.folds import fold_dirs, read_folds
+    from seedlings.training.folds import fold_dirs
 
     folds = fold_dirs(args.folds)
-    classes, files = read_folds(folds)[:2]  # the folds' own images: this model trained on all of them
+    files = json.loads((Path(model.dir) / "split.json").read_text())["train"]  # it trained on every image
     evidence = read_evidence(args.folds, model.classes, files, model.file.backbone, model.spec.image_size)
     if abs(evidence.calibration.temperature - model.file.calibration.temperature) > 1e-9:
         raise SystemExit(f"--folds {args.folds}: not the folds {model.dir} was calibrated from (their temperature "
@@ -127,7 +121,7 @@ def final_figures(model, args) -> None:
     out["files_bytes"] = {k: v.bytes for k, v in model.file.files.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "figures.json", portable(out))
-    plot_confusion(evidence.report["confusion_matrix"], classes, args.out / "confusion_matrix.png",
+    plot_confusion(evidence.report["confusion_matrix"], model.classes, args.out / "confusion_matrix.png",
                    f"out-of-fold confusion matrix ({len(folds)} folds of the recipe)")
     plot_reliability(calibrated, labels, args.out / "reliability.png")
     _print_final(out)

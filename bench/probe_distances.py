@@ -54,12 +54,12 @@ def components(run: Path, probes: dict[str, np.ndarray]) -> dict:
             "threshold": rule.distance_threshold}
 
 
-def knn_distances(bank: np.ndarray, feats: np.ndarray, k: int) -> np.ndarray:
+def knn_distances(bank: np.ndarray, feats: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """1 − the mean cosine between each image's signed-√ features and its ``k`` nearest rows of ``bank`` (already
-    signed-√, unit rows)."""
+    signed-√, unit rows), and the row of ``bank`` nearest to each image."""
     sims = novelty.signed_root(feats) @ bank.T
     k = min(k, bank.shape[0])
-    return 1 - np.partition(sims, -k, axis=1)[:, -k:].mean(1)
+    return 1 - np.partition(sims, -k, axis=1)[:, -k:].mean(1), sims.argmax(1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,17 +91,16 @@ def knn_rule(run: Path, data_dir: Path, probes: dict[str, np.ndarray], k: int) -
     thresholded on the run's held-out photos with the same budget; what it lets through of ``probes``."""
     model_file, model, bank, held, held_logits, names = _photo_features(run, data_dir)
     rule, calibration = model_file.unknown, model_file.calibration
-    held_d = knn_distances(bank, held, k)
+    held_d = knn_distances(bank, held, k)[0]
     threshold = novelty.budget_threshold(held_d, rule.signals(calibration.probabilities(held_logits))[0])
     images = np.concatenate(list(probes.values()))
     feats, logits = novelty.features_logits(model, images, np.arange(len(images)), model_file.preprocess,
                                             len(model_file.classes))
-    d = knn_distances(bank, feats, k)
-    nearest = np.asarray(names)[(novelty.signed_root(feats) @ bank.T).argmax(1)]
+    d, nearest = knn_distances(bank, feats, k)
     unsure = rule.signals(calibration.probabilities(logits))[0]
     kinds = np.concatenate([[kind] * len(v) for kind, v in probes.items()])
     return {"kinds": kinds, "accepted": ~(unsure | (d > threshold)), "distance": d / threshold, "threshold": threshold,
-            "nearest": nearest}
+            "nearest": np.asarray(names)[nearest]}
 
 
 def main() -> None:
