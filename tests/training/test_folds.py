@@ -191,3 +191,31 @@ def test_oof_compare_scores_an_ensemble_on_averaged_probabilities(tmp_path):
     assert rows["ens"].endswith("2 / 0, p = 0.500")
     rows = compare(f"a={tmp_path / 'a.csv'}", f"ens={tmp_path / 'a.csv'}+{tmp_path / 'b3.csv'}", "--common")
     assert re.search(r"\s3\s+1\.0000\s+0\s", rows["ens"]), rows["ens"]  # the images both members scored
+
+
+def test_oof_prior_shift_fits_on_the_other_folds_and_fixes_a_systematic_grass_bias(tmp_path):
+    """bench/oof_prior_shift.py: every fold under-predicts Black-grass the same way (0.45 where the truth is
+    Black-grass), so a shift fitted on the other folds moves all of them right; the uncorrected row keeps the
+    errors, and the McNemar column counts the images only the correction gets right."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from seedlings.training.folds import write_predictions
+
+    classes = ["Black-grass", "Loose Silky-bent"]
+    for i in range(3):
+        files = [f"{c}/{i}-{j}.png" for j, c in enumerate(classes * 4)]
+        true = [f.split("/")[0] for f in files]
+        probs = np.asarray([[0.45, 0.55] if t == classes[0] else [0.2, 0.8] for t in true])
+        (tmp_path / "cv" / f"fold-{i}").mkdir(parents=True)
+        write_predictions(tmp_path / "cv" / f"fold-{i}" / "val_predictions.csv", classes, files, true, probs)
+    bench = Path(__file__).resolve().parents[2] / "bench" / "oof_prior_shift.py"
+    run = subprocess.run([sys.executable, str(bench), str(tmp_path / "cv")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {re.search(r"\d\s+(none|bias|grass shift)\s", line).group(1): line
+            for line in run.stdout.splitlines() if line.startswith("cv ")}
+    assert re.search(r"\s24\s+none\s+0\.5000\s+12\s", rows["none"]), rows["none"]
+    assert re.search(r"grass shift\s+1\.0000\s+0\s+12 / 0, p = 0\.000", rows["grass shift"]), rows["grass shift"]
+    assert rows["grass shift"].split()[-3:] == ["+0.3", "+0.3", "+0.3"]  # log(0.55/0.45) = 0.201 < 0.3
