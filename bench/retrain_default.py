@@ -4,10 +4,14 @@
                                     [--image-size PX] [--scratch] [--resume]
 
 The shipped recipe (since session 9) fine-tunes EfficientNet-Lite0 from its ImageNet weights with the
-fine-tuning recipe (160 px, 10 epochs; `config.FINETUNE`), weight seed 0 on validation split 0, then exports it:
+fine-tuning recipe (10 epochs; `config.FINETUNE`) at 192 px, weight seed 0 on validation split 0, then exports it:
 
-    seedlings train --data DIR --out OUT/m0 --pretrained --seed 0 --split-seed 0 --threads 2
+    seedlings train --data DIR --out OUT/m0 --pretrained --image-size 192 --keep last --seed 0 --split-seed 0 \
+        --threads 2
     seedlings export OUT/m0 --out OUT/model
+
+(192 px since session 17, ``--image-size``; ``--keep last``: the recipe's 10 epochs, fixed on the out-of-fold curve,
+not the epoch the validation split likes best.)
 
 Stages, each timed:
 
@@ -25,7 +29,8 @@ Last, the exported model's `unknown` flag on both generated probe sets, against 
 images accepted): a model trained on every image has a transferred distance rule, and the first one missed it
 (model card *Session 14*).
 
-``--image-size PX`` trains every stage at PX pixels instead of the recipe's 160 (192 px: model card *Session 16*).
+``--image-size PX`` trains every stage at PX pixels instead of the default model's 192 (`config.FINETUNE`'s 160 px,
+the default of sessions 9–16: ``--image-size 160``; model card *Session 17*).
 ``--scratch`` is the previous default instead (resnet10t from scratch at 64 px, 150 epochs, 72 min).
 docs/MODEL_CARD.md quotes the output.
 """
@@ -43,6 +48,7 @@ from pathlib import Path
 from seedlings.artifact import ModelFile
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "plant-seedlings" / "train"
+DEFAULT_SIZE = 192  # the default model's input size since session 17 (config.FINETUNE keeps 160 for users' runs)
 
 
 def seedlings(args: list[str], log: Path | None = None) -> None:
@@ -72,13 +78,15 @@ def main() -> None:
                     help="also the recipe distilled from seed 0's out-of-fold predictions, teacher weight A")
     ap.add_argument("--final", action="store_true",
                     help="ship a model trained on every image, calibrated from the recipe's folds")
-    ap.add_argument("--image-size", type=int, metavar="PX", help="input size of every stage (default: the recipe's)")
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help=f"input size of every stage (default: {DEFAULT_SIZE}, the default model's; --scratch: 64)")
     ap.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
     args = ap.parse_args()
     if (args.distill is not None or args.final) and not args.folds:
         ap.error("--distill and --final need the recipe's folds: add --folds K (e.g. 5)")
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_args(args.data, args.scratch, args.image_size)
+    size = args.image_size if args.image_size or args.scratch else DEFAULT_SIZE
+    recipe = recipe_args(args.data, args.scratch, size)
     stages: list[tuple[str, float]] = []
 
     for seed in range(args.seeds if args.folds else 0):
@@ -104,7 +112,9 @@ def main() -> None:
 
     started, run, model = time.perf_counter(), args.out / "m0", args.out / "model"
     every_image = ["--val-fraction", "0", "--calibrate-from", str(calibrate_from)] if args.final else []
-    seedlings(["train", *recipe, *teacher, *every_image, "--seed", "0", "--out", str(run),
+    # The epochs are the recipe's, fixed on the out-of-fold curve: the split's images choose nothing (issue #20).
+    last = [] if args.scratch or args.final else ["--keep", "last"]
+    seedlings(["train", *recipe, *teacher, *every_image, *last, "--seed", "0", "--out", str(run),
                *(["--resume"] if args.resume else [])], Path(f"{run}.log"))
     stages.append(("train the shipped model" + (" on every image" if args.final else ""),
                    time.perf_counter() - started))
