@@ -67,6 +67,13 @@ def recipe_args(data: Path, scratch: bool = False, image_size: int | None = None
     return recipe + ([] if image_size is None else ["--image-size", str(image_size)])
 
 
+def keep_args(scratch: bool = False, final: bool = False) -> list[str]:
+    """The shipped fine-tuned model keeps its last epoch: the recipe's epochs were fixed on the out-of-fold curve, and
+    the split it is calibrated on must not also choose its epoch (issue #20). The from-scratch recipe kept its best
+    epoch; a model on every image has no split and keeps its last anyway."""
+    return [] if scratch or final else ["--keep", "last"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -112,9 +119,8 @@ def main() -> None:
 
     started, run, model = time.perf_counter(), args.out / "m0", args.out / "model"
     every_image = ["--val-fraction", "0", "--calibrate-from", str(calibrate_from)] if args.final else []
-    # The epochs are the recipe's, fixed on the out-of-fold curve: the split's images choose nothing (issue #20).
-    last = [] if args.scratch or args.final else ["--keep", "last"]
-    seedlings(["train", *recipe, *teacher, *every_image, *last, "--seed", "0", "--out", str(run),
+    seedlings(["train", *recipe, *teacher, *every_image, *keep_args(args.scratch, args.final), "--seed", "0",
+               "--out", str(run),
                *(["--resume"] if args.resume else [])], Path(f"{run}.log"))
     stages.append(("train the shipped model" + (" on every image" if args.final else ""),
                    time.perf_counter() - started))

@@ -254,6 +254,8 @@ def test_a_final_model_is_exported_on_its_own_photos_and_not_scored_on_them(fold
     recipe = retrain.recipe_args(data, image_size=192)
     assert recipe[recipe.index("--image-size") + 1] == "192" and "--pretrained" in recipe
     assert "--image-size" not in retrain.recipe_args(data) and "--pretrained" not in retrain.recipe_args(data, True)
+    assert retrain.keep_args() == ["--keep", "last"]  # the shipped fine-tune: the last epoch, as its folds
+    assert retrain.keep_args(scratch=True) == [] and retrain.keep_args(final=True) == []
     worst = max(card["unknown"][k]["false_accept_all"] for k in ("probes_seed0", "probes_seed1"))
     assert retrain.probe_check(model_dir, target=worst) is True
     assert retrain.probe_check(model_dir, target=worst - 0.001) is False
