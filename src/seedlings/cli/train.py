@@ -57,7 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                               "(resumable) and writes the out-of-fold predictions")
     p.add_argument("--fold", type=int, help="the fold (0 … K-1) that validates this run")
     p.add_argument("--keep", choices=["best", "last"],
-                   help="the weights the run ships: the best validation epoch (default) or the last one")
+                   help="the weights the run ships: the best validation epoch or the last one (--folds: the last)")
     p.add_argument("--seed", type=int, help="seed of the weights, shuffles and augmentations")
     p.add_argument("--split-seed", type=int, dest="split_seed",
                    help="seed of the validation split (default: --seed); ensemble members share one")
