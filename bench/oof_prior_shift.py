@@ -26,7 +26,7 @@ import numpy as np
 from seedlings.artifact import VAL_PREDICTIONS
 from seedlings.evaluation.metrics import mcnemar
 from seedlings.tables import print_table
-from seedlings.training.folds import fold_dirs, read_predictions
+from seedlings.training.folds import fold_dirs, read_folds
 
 GRASS = "Black-grass"
 SHIFTS = np.round(np.linspace(-3, 3, 61), 2)
@@ -38,16 +38,10 @@ def load_folds(root: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarra
     if len(folds) < 2:
         sys.exit(f"{root}: {len(folds)} finished fold(s); a cross-fitted correction needs two or more "
                  "(train them: seedlings train --folds K)")
-    classes, labels, logp, fold = None, [], [], []
-    for i, f in enumerate(folds):
-        c, _, true, probs = read_predictions(f / VAL_PREDICTIONS)
-        if classes is not None and c != classes:
-            sys.exit(f"{f / VAL_PREDICTIONS}: other classes than {folds[0]}")
-        classes = c
-        labels.append([c.index(t) for t in true])
-        logp.append(np.log(np.clip(probs, 1e-9, 1.0)))
-        fold.append(np.full(len(true), i))
-    return classes, np.concatenate(labels), np.concatenate(logp), np.concatenate(fold)
+    classes, _, true, probs, per_fold = read_folds(folds)  # in fold order: fold i's rows are contiguous
+    labels = np.asarray([classes.index(t) for t in true])
+    fold = np.repeat(np.arange(len(folds)), [f["n"] for f in per_fold])
+    return classes, labels, np.log(np.clip(probs, 1e-9, 1.0)), fold
 
 
 def fit_bias(logp: np.ndarray, labels: np.ndarray, steps: int = 500, lr: float = 0.5) -> np.ndarray:
