@@ -87,3 +87,29 @@ def test_compare_without_runs_says_so(tmp_path):
     with pytest.raises(UsageError, match="no such folder"):
         compare(str(tmp_path / "missing"))
 
+
+
+def test_shipped_sweep_files_resolve():
+    """Every experiment of every sweep file in bench/recipes/ resolves to valid training settings (a misspelt
+    key would only show on the lent GPU); in a K-fold file, a recipe's folds differ in nothing but the fold."""
+    from pathlib import Path
+
+    import yaml
+
+    from seedlings.runs import experiment_overrides, sweep_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "bench" / "recipes").glob("*.yaml"))
+    assert files
+    for path in files:
+        n = len(yaml.safe_load(path.read_text())["experiments"])
+        recipes: dict[str, list] = {}
+        for i in range(n):
+            cfg = sweep_config(experiment_overrides(load_experiment(str(path), i), "R", "D"), f"{path.name}[{i}]")
+            if cfg.fold is not None:
+                root, _, leaf = cfg.out.rpartition("/")
+                assert leaf == f"fold-{cfg.fold}", f"{path.name}[{i}]: fold {cfg.fold} runs in {cfg.out}"
+                settings = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "fold")}
+                recipes.setdefault(root, []).append((cfg.fold, settings))
+        for root, folds in recipes.items():
+            assert all(s == folds[0][1] for _, s in folds), f"{path.name}: {root}'s folds differ in their settings"
+            assert len({f for f, _ in folds}) == len(folds), f"{path.name}: {root} names a fold twice"
